@@ -1,0 +1,1 @@
+"""Attacks: evasion, poisoning and privacy. Leaves register themselves by name."""

@@ -1,0 +1,176 @@
+"""Attack templates and their typed results.
+
+``EvasionAttack.attack`` is fixed here: it checks the target's capabilities and the input contract,
+calls the leaf's ``_perturb`` (the math only), projects onto the threat model and clips to the
+bounds, scores success with the goal and counts queries. A leaf attack is a frozen, keyword-only
+dataclass registered with ``@register(name, family="evasion")``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from advkit.evaluation.metrics import Proportion, attack_success_rate, proportion, targeted_success_rate
+from advkit.goals import Targeted, Untargeted
+from advkit.targets.base import Target
+from advkit.threats import LpBall
+
+
+@dataclass
+class Perturbed:
+    """What a leaf's ``_perturb`` may return instead of a bare tensor.
+
+    ``clean_pred`` (predictions on the unperturbed inputs) lets the template skip a forward pass
+    the leaf already made; ``passes`` counts the leaf's forward+backward passes over the batch.
+    """
+
+    x_adv: torch.Tensor
+    clean_pred: torch.Tensor | None = None
+    passes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvasionResult:
+    """Raw, per-sample outcome of one evasion attack on one batch (never formatted strings)."""
+
+    attack: str
+    params: dict[str, Any]
+    x: torch.Tensor
+    x_adv: torch.Tensor
+    y: torch.Tensor
+    clean_pred: torch.Tensor
+    adv_pred: torch.Tensor
+    adv_confidence: torch.Tensor
+    success: torch.Tensor  # goal reached on each sample
+    distance: torch.Tensor  # per-sample Lp norm of x_adv - x in the attack's norm
+    norm: float
+    targeted: bool
+    target_labels: torch.Tensor | None
+    queries: int
+    passes: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def clean_correct(self) -> torch.Tensor:
+        return self.clean_pred == self.y
+
+    @property
+    def robust(self) -> torch.Tensor:
+        """Still correctly classified after the attack (and before it)."""
+        return self.clean_correct & (self.adv_pred == self.y)
+
+    def clean_accuracy(self) -> Proportion:
+        return proportion(self.clean_correct)
+
+    def robust_accuracy(self) -> Proportion:
+        return proportion(self.robust)
+
+    def success_rate(self) -> Proportion:
+        if self.targeted:
+            return targeted_success_rate(self.adv_pred, self.y, self.target_labels)
+        return attack_success_rate(self.clean_pred, self.adv_pred, self.y)
+
+
+def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy."""
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def input_grad(target: Target, x: torch.Tensor, labels: torch.Tensor, loss_fn=ce_loss, sign: float = 1.0):
+    """Gradient of ``sign * loss_fn(target.logits(x), labels)`` w.r.t. ``x`` (one forward+backward).
+
+    Returns (grad, logits, per-sample loss), the last two detached.
+    """
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = target.logits(xg, check=False)
+        loss = loss_fn(logits, labels)
+        if sign != 1.0:
+            loss = loss * sign
+        (grad,) = torch.autograd.grad(loss.sum(), xg)
+    return grad, logits.detach(), loss.detach()
+
+
+class EvasionAttack:
+    """Template for evasion attacks. Leaves implement ``_perturb`` and declare ``requires``."""
+
+    name: ClassVar[str] = "evasion"
+    family: ClassVar[str] = "evasion"
+    requires: ClassVar[frozenset[str]] = frozenset({"gradients"})
+    suggest: ClassVar[str | None] = None  # an attack that needs less of the target
+    minimum_norm: ClassVar[bool] = False  # minimum-norm attacks report the norm they found
+
+    @property
+    def threat(self) -> LpBall | None:
+        """The ball the result is projected onto (None for unbounded minimum-norm attacks)."""
+        eps = getattr(self, "eps", None)
+        if eps is None:
+            return None
+        return LpBall(norm=getattr(self, "norm", "inf"), eps=eps)
+
+    @property
+    def norm_p(self) -> float:
+        t = self.threat
+        if t is not None:
+            return t.p
+        return LpBall(norm=getattr(self, "norm", 2), eps=0).p
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
+
+    def _perturb(self, target: Target, x, y, goal, generator) -> torch.Tensor | Perturbed:
+        raise NotImplementedError
+
+    def attack(self, target: Target, x, y, *, goal=None, generator: torch.Generator | None = None) -> EvasionResult:
+        target.require(self.requires, f"the {self.name} attack", self.suggest)
+        x = target.check_inputs(x).detach()
+        y = target.check_labels(y, x.shape[0]).to(x.device)
+        goal = goal if goal is not None else Untargeted()
+        target_labels = goal.labels_for(y) if isinstance(goal, Targeted) else None
+        if target_labels is not None:
+            target.check_labels(target_labels)
+        q0, t0 = target.queries, time.perf_counter()
+        out = self._perturb(target, x, y, goal, generator)
+        if not isinstance(out, Perturbed):
+            out = Perturbed(out)
+        x_adv = out.x_adv.detach()
+        if self.threat is not None:
+            x_adv = self.threat.project(x_adv, x)
+        x_adv = x_adv.clamp(*target.contract.bounds)
+        with torch.no_grad():
+            clean_pred = out.clean_pred if out.clean_pred is not None else target.labels(x, check=False)
+            scores = target.predict_scores(x_adv, check=False)
+            probs = torch.softmax(scores, 1) if target.capabilities.logits else scores
+            conf, adv_pred = probs.max(1)
+        seconds = time.perf_counter() - t0
+        return EvasionResult(
+            attack=self.name,
+            params=self.params(),
+            x=x,
+            x_adv=x_adv,
+            y=y,
+            clean_pred=clean_pred.to(y.device),
+            adv_pred=adv_pred.to(y.device),
+            adv_confidence=conf.to(x.device),
+            success=goal.success(adv_pred.to(y.device), y),
+            distance=(x_adv - x).reshape(x.shape[0], -1).norm(p=self.norm_p, dim=1),
+            norm=self.norm_p,
+            targeted=isinstance(goal, Targeted),
+            target_labels=target_labels,
+            queries=target.queries - q0,
+            passes=out.passes,
+            seconds=seconds,
+            extra=out.extra,
+        )
+

@@ -1,0 +1,1 @@
+"""Evasion attacks (adversarial examples), one module per algorithm."""

@@ -1,0 +1,1 @@
+"""Poisoning and backdoor attacks, one module per algorithm."""

@@ -1,0 +1,1 @@
+"""Privacy attacks (membership inference, inversion, extraction), one module per algorithm."""

@@ -1,0 +1,1 @@
+"""Audits: a spec becomes a plan of scenarios; the runner executes them and builds a Report."""

@@ -1,0 +1,59 @@
+"""``Dataset`` and ``DatasetInfo``: tensors plus what they are."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Per-sample ``shape``, value ``bounds``, classes and features of a dataset."""
+
+    name: str
+    shape: tuple[int, ...]
+    n_classes: int
+    bounds: tuple[float, float] = (0.0, 1.0)
+    class_names: tuple[str, ...] = ()
+    feature_names: tuple[str, ...] = ()
+    feature_types: tuple[str, ...] = ()  # "continuous" / "categorical" / "binary" per feature; () for images
+    kind: str = "image"  # "image" or "tabular"
+    source: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name, "shape": list(self.shape), "n_classes": self.n_classes,
+            "bounds": list(self.bounds), "class_names": list(self.class_names),
+            "feature_names": list(self.feature_names), "feature_types": list(self.feature_types),
+            "kind": self.kind, "source": self.source,
+        }
+
+
+@dataclass
+class Dataset:
+    """A fixed train/test split as float32 inputs within ``info.bounds`` and int64 labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    info: DatasetInfo
+    _sha: str | None = field(default=None, init=False, repr=False)
+
+    def sha256(self) -> str:
+        """SHA-256 of the tensors' bytes (train then test), for the run manifest and caches."""
+        if self._sha is None:
+            h = hashlib.sha256()
+            for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+                h.update(t.contiguous().numpy().tobytes())
+            self._sha = h.hexdigest()
+        return self._sha
+
+    def contract(self):
+        from advkit.targets.base import InputContract
+
+        i = self.info
+        return InputContract(shape=i.shape, n_classes=i.n_classes, bounds=i.bounds,
+                             class_names=i.class_names or None)

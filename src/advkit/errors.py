@@ -1,0 +1,76 @@
+"""The advkit error hierarchy.
+
+Every error a user can cause is an ``AdvkitError``. Its message names the problem and the fix; the
+CLI prints it without a traceback and exits 2.
+"""
+
+from __future__ import annotations
+
+
+class AdvkitError(Exception):
+    """Base class for every error advkit raises on bad input or an impossible request."""
+
+
+class InvalidParameterError(AdvkitError, ValueError):
+    """A parameter is outside its allowed range or of the wrong kind."""
+
+    def __init__(self, name: str, value: object, allowed: str):
+        self.name, self.value, self.allowed = name, value, allowed
+        super().__init__(f"invalid parameter {name}={value!r}: expected {allowed}")
+
+
+class IncompatibleTargetError(AdvkitError):
+    """An attack or defense needs a capability the target does not have."""
+
+
+class InputContractError(AdvkitError, ValueError):
+    """Inputs, labels or model outputs break the target's declared contract."""
+
+
+class UnsafeModelError(AdvkitError):
+    """A model file could execute code when loaded and was refused."""
+
+
+class BudgetExhausted(AdvkitError):
+    """A target's query budget is used up."""
+
+
+class AuditSpecError(AdvkitError):
+    """An audit spec (YAML) is malformed or names something that does not exist."""
+
+
+class MissingDependencyError(AdvkitError, ImportError):
+    """An optional feature needs a package that is not installed."""
+
+    def __init__(self, feature: str, package: str, extra: str | None = None):
+        how = f"pip install 'advkit[{extra}]'" if extra else f"pip install {package}"
+        self.package = package
+        super().__init__(f"{feature} needs the package {package!r}, which is not installed: {how}")
+
+
+class AdvkitWarning(UserWarning):
+    """A problem advkit can work around but the user should know about."""
+
+
+def check_range(name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False, kind=None):
+    """Validate ``lo <= value <= hi`` (open ends when asked); raise InvalidParameterError."""
+    if kind is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise InvalidParameterError(name, value, f"a {getattr(kind, '__name__', kind)}")
+    bad = (
+        value != value  # NaN
+        or (lo is not None and (value <= lo if lo_open else value < lo))
+        or (hi is not None and (value >= hi if hi_open else value > hi))
+    )
+    if bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        raise InvalidParameterError(name, value, f"a value in {left}{lo_s}, {hi_s}{right}")
+    return value
+
+
+def check_choice(name: str, value, choices):
+    if value not in choices:
+        raise InvalidParameterError(name, value, f"one of {sorted(map(str, choices))}")
+    return value

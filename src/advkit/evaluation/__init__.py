@@ -1,0 +1,1 @@
+"""Metrics (with confidence intervals) and validity checks."""

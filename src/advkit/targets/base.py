@@ -1,0 +1,229 @@
+"""The one boundary to a model: ``Target``, its ``Capabilities`` and its ``InputContract``.
+
+Attacks never see a framework; they call ``logits`` / ``probabilities`` / ``labels`` on batches of
+tensors. A target validates inputs against its contract, batches, counts queries (one per input
+sample) and enforces an optional query budget.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from advkit.errors import BudgetExhausted, IncompatibleTargetError, InputContractError
+
+CAPABILITIES = ("gradients", "logits", "probabilities", "labels")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a target can answer. ``gradients`` means exact input gradients of ``logits``."""
+
+    gradients: bool = False
+    logits: bool = False
+    probabilities: bool = False
+    labels: bool = True
+
+    def names(self) -> frozenset[str]:
+        return frozenset(c for c in CAPABILITIES if getattr(self, c))
+
+    def missing(self, required) -> list[str]:
+        return sorted(set(required) - self.names())
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """The inputs a target accepts: per-sample ``shape``, ``dtype``, value ``bounds`` and classes.
+
+    ``normalization`` says where input normalization happens (advkit always feeds raw inputs within
+    ``bounds``; a model that expects normalized inputs must normalize inside its forward).
+    """
+
+    shape: tuple[int, ...]
+    n_classes: int
+    bounds: tuple[float, float] = (0.0, 1.0)
+    dtype: torch.dtype = torch.float32
+    normalization: str = "inside the model"
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        lo, hi = self.bounds
+        object.__setattr__(self, "bounds", (float(lo), float(hi)))
+        if not lo < hi:
+            raise InputContractError(f"contract bounds must satisfy lo < hi, got {self.bounds}")
+        if self.n_classes < 2:
+            raise InputContractError(f"a classifier needs n_classes >= 2, got {self.n_classes}")
+
+
+def _where(mask: torch.Tensor) -> tuple[int, tuple[int, ...]]:
+    """First (sample index, position within the sample) where ``mask`` is true."""
+    pos = torch.nonzero(mask, as_tuple=False)[0].tolist()
+    return pos[0], tuple(pos[1:])
+
+
+@dataclass(eq=False)
+class Target(ABC):
+    """Base class of every target. Subclasses implement ``_forward`` on one batch."""
+
+    contract: InputContract
+    batch_size: int = 256
+    budget: int | None = None
+    queries: int = field(default=0, init=False)
+    # transforms applied in front of the model (defenses); reported, and BPDA where needed
+    transforms: tuple = field(default=(), init=False)
+
+    # -- what subclasses provide -------------------------------------------------------------
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Model scores for one batch: logits if ``capabilities.logits``, else probabilities,
+        else one-hot labels (float). Differentiable when ``capabilities.gradients``."""
+
+    # -- validation --------------------------------------------------------------------------
+    def check_inputs(self, x) -> torch.Tensor:
+        """Return ``x`` as a float tensor or raise InputContractError naming the bad sample."""
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        if not isinstance(x, torch.Tensor):
+            raise InputContractError(f"inputs must be a torch.Tensor or numpy array, got {type(x)}")
+        c = self.contract
+        if x.dim() != len(c.shape) + 1 or tuple(x.shape[1:]) != c.shape:
+            raise InputContractError(
+                f"inputs have shape {tuple(x.shape)} but the target expects (N, {', '.join(map(str, c.shape))})"
+                f"; fix: reshape to (N, {', '.join(map(str, c.shape))}) (a single sample needs a batch axis)"
+            )
+        if not x.is_floating_point():
+            x = x.to(c.dtype)
+        bad = ~torch.isfinite(x)
+        if bad.any():
+            i, pos = _where(bad)
+            raise InputContractError(
+                f"input {i} holds a non-finite value ({x[i][pos].item()}) at position {pos}; "
+                "fix: remove or impute NaN/inf values before attacking"
+            )
+        lo, hi = c.bounds
+        tol = 1e-5 * max(1.0, hi - lo)
+        for mask, side, bound in ((x < lo - tol, "below the lower", lo), (x > hi + tol, "above the upper", hi)):
+            if mask.any():
+                i, pos = _where(mask)
+                raise InputContractError(
+                    f"input {i} has value {x[i][pos].item():.6g} at position {pos}, {side} bound "
+                    f"{bound} of the contract bounds {c.bounds}; fix: scale inputs into {c.bounds} "
+                    "or declare the bounds the model really uses"
+                )
+        return x
+
+    def check_labels(self, y, n: int | None = None) -> torch.Tensor:
+        if isinstance(y, np.ndarray):
+            y = torch.from_numpy(np.ascontiguousarray(y))
+        if not isinstance(y, torch.Tensor):
+            y = torch.as_tensor(y)
+        if y.is_floating_point():
+            if not torch.all(y == y.round()):
+                raise InputContractError("labels must be integer class indices, got fractional values")
+            y = y.long()
+        y = y.long()
+        if y.dim() != 1:
+            raise InputContractError(f"labels must be 1-D class indices, got shape {tuple(y.shape)}")
+        if n is not None and y.shape[0] != n:
+            raise InputContractError(f"got {y.shape[0]} labels for {n} inputs; they must match")
+        k = self.contract.n_classes
+        bad = (y < 0) | (y >= k)
+        if bad.any():
+            i = int(torch.nonzero(bad)[0])
+            raise InputContractError(
+                f"label {i} is {int(y[i])}, outside the {k} classes [0, {k - 1}]; "
+                "fix: map labels to 0..n_classes-1"
+            )
+        return y
+
+    def require(self, required, who: str = "this attack", suggest: str | None = None) -> None:
+        missing = self.capabilities.missing(required)
+        if missing:
+            has = ", ".join(sorted(self.capabilities.names())) or "nothing"
+            tip = f"; try {suggest}, which needs only what the target has" if suggest else ""
+            raise IncompatibleTargetError(
+                f"{who} needs {', '.join(missing)} but {type(self).__name__} offers only {has}{tip}"
+            )
+
+    # -- queries -----------------------------------------------------------------------------
+    def _count(self, n: int) -> None:
+        if self.budget is not None and self.queries + n > self.budget:
+            raise BudgetExhausted(
+                f"query budget of {self.budget} exhausted ({self.queries} used, {n} more asked); "
+                "raise the target's budget or lower the attack's queries"
+            )
+        self.queries += n
+
+    def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= self.batch_size:
+            return fn(x)
+        return torch.cat([fn(x[i : i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)])
+
+    def _scores(self, x, check: bool) -> torch.Tensor:
+        if check:
+            x = self.check_inputs(x)
+        self._count(x.shape[0])
+        return self._batched(self._forward, x)
+
+    # -- the public interface ----------------------------------------------------------------
+    def logits(self, x, *, check: bool = True) -> torch.Tensor:
+        """Logits for a batch (differentiable when the target has gradients)."""
+        self.require({"logits"}, "logits()", "probabilities() or labels()")
+        return self._scores(x, check)
+
+    def probabilities(self, x, *, check: bool = True) -> torch.Tensor:
+        self.require({"probabilities"}, "probabilities()", "labels()")
+        s = self._scores(x, check)
+        return torch.softmax(s, dim=1) if self.capabilities.logits else s
+
+    def labels(self, x, *, check: bool = True) -> torch.Tensor:
+        with torch.no_grad():
+            return self._scores(x, check).argmax(1)
+
+    def predict_scores(self, x, *, check: bool = True) -> torch.Tensor:
+        """The richest scores the target answers: logits, else probabilities, else one-hot."""
+        return self._scores(x, check)
+
+    def reset_queries(self) -> None:
+        self.queries = 0
+
+    def with_transforms(self, *transforms) -> Target:
+        """This target behind input transformations (a defended target)."""
+        from advkit.targets.wrapped import TransformedTarget
+
+        return TransformedTarget(self, transforms)
+
+    def with_output(self, hardening) -> Target:
+        """This target with hardened outputs (rounding, top-k, labels only)."""
+        from advkit.targets.wrapped import HardenedOutputTarget
+
+        return HardenedOutputTarget(self, hardening)
+
+
+def looks_like_probabilities(scores: torch.Tensor, atol: float = 1e-3) -> bool:
+    """True when every row is non-negative and sums to one (a softmax output)."""
+    s = scores.detach()
+    if s.numel() == 0 or s.dim() != 2:
+        return False
+    return bool((s >= 0).all() and torch.allclose(s.sum(1), torch.ones_like(s[:, 0]), atol=atol))
+
+
+def check_output_shape(scores: torch.Tensor, n: int, n_classes: int) -> None:
+    if scores.dim() != 2 or scores.shape[0] != n or scores.shape[1] != n_classes:
+        raise InputContractError(
+            f"the model returned shape {tuple(scores.shape)} for {n} inputs but the contract "
+            f"declares {n_classes} classes; expected ({n}, {n_classes})"
+        )
+
+
+INF = math.inf

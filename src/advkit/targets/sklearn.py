@@ -1,0 +1,84 @@
+"""``SklearnTarget``: any scikit-learn classifier behind the Target interface.
+
+Every estimator answers labels; those with ``predict_proba`` answer probabilities. Linear models
+(LogisticRegression, LinearSVC, SGDClassifier, RidgeClassifier, Perceptron: anything with ``coef_``
+and ``intercept_`` and a linear ``decision_function``) are re-expressed in torch, so their logits and
+exact input gradients come from autograd with no numpy round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from advkit.errors import InputContractError, InvalidParameterError
+from advkit.targets.base import Capabilities, Target
+
+_LINEAR = ("LogisticRegression", "LogisticRegressionCV", "LinearSVC", "SGDClassifier",
+           "RidgeClassifier", "RidgeClassifierCV", "Perceptron", "PassiveAggressiveClassifier")
+
+
+def _is_linear(est) -> bool:
+    return type(est).__name__ in _LINEAR and hasattr(est, "coef_") and hasattr(est, "intercept_")
+
+
+@dataclass(eq=False)
+class SklearnTarget(Target):
+    """A fitted scikit-learn classifier; exact gradients for linear models.
+
+    The estimator's ``classes_`` must be 0..n_classes-1 (advkit's labels are class indices).
+    For a binary linear model with decision value z the logits are (0, z), so that
+    softmax((0, z)) = (1 - sigmoid(z), sigmoid(z)), exactly LogisticRegression's probabilities.
+    """
+
+    estimator: object = None
+    _w: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _b: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        est = self.estimator
+        if est is None or not hasattr(est, "predict"):
+            raise InvalidParameterError("estimator", type(est).__name__, "a fitted scikit-learn classifier")
+        classes = getattr(est, "classes_", None)
+        if classes is None:
+            raise InputContractError("the estimator is not fitted (no classes_); call fit() first")
+        k = self.contract.n_classes
+        if len(classes) != k or not np.array_equal(np.asarray(classes), np.arange(k)):
+            raise InputContractError(
+                f"the estimator's classes_ are {list(classes)[:12]} but the contract declares {k} classes "
+                f"0..{k - 1}; fix: fit on labels encoded as 0..n_classes-1"
+            )
+        if _is_linear(est):
+            w = torch.as_tensor(np.asarray(est.coef_, dtype=np.float64), dtype=torch.float32)
+            b = torch.as_tensor(np.asarray(est.intercept_, dtype=np.float64).reshape(-1), dtype=torch.float32)
+            if w.shape[0] == 1 and k == 2:
+                w = torch.cat([torch.zeros_like(w), w])
+                b = torch.cat([torch.zeros_like(b), b])
+            self._w, self._b = w, b
+
+    @property
+    def linear(self) -> bool:
+        return self._w is not None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        if self.linear:
+            # probabilities are softmax(logits): exact for LogisticRegression, a monotone score otherwise
+            return Capabilities(gradients=True, logits=True, probabilities=True, labels=True)
+        return Capabilities(gradients=False, logits=False,
+                            probabilities=hasattr(self.estimator, "predict_proba"), labels=True)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.linear:
+            flat = x.reshape(x.shape[0], -1)
+            w, b = self._w.to(flat.device, flat.dtype), self._b.to(flat.device, flat.dtype)
+            return flat @ w.T + b
+        xs = x.detach().reshape(x.shape[0], -1).cpu().numpy()
+        if hasattr(self.estimator, "predict_proba"):
+            out = torch.as_tensor(np.asarray(self.estimator.predict_proba(xs), dtype=np.float32))
+        else:
+            pred = torch.as_tensor(np.asarray(self.estimator.predict(xs)), dtype=torch.int64)
+            out = torch.nn.functional.one_hot(pred, self.contract.n_classes).float()
+        return out.to(x.device)

@@ -1,0 +1,95 @@
+"""``TorchTarget``: a PyTorch ``nn.Module`` behind the Target interface."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from advkit.errors import AdvkitWarning, InputContractError, InvalidParameterError
+from advkit.targets.base import Capabilities, Target, check_output_shape, looks_like_probabilities
+
+_MODE_SENSITIVE = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
+
+
+def module_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@dataclass(eq=False)
+class TorchTarget(Target):
+    """A PyTorch classifier. ``output`` says what its forward returns: ``"logits"`` (default) or
+    ``"probabilities"`` (a final softmax; gradient attacks then use log-probabilities).
+
+    The model stays on its device and in its mode: inputs are moved to the model's device and the
+    scores moved back; a model left in training mode is evaluated in eval mode for each call (with
+    a warning at construction) and put back as it was.
+    """
+
+    model: nn.Module = None
+    output: str = "logits"
+    _output_checked: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.model, nn.Module):
+            raise InvalidParameterError("model", type(self.model).__name__, "a torch.nn.Module")
+        if self.output not in ("logits", "probabilities"):
+            raise InvalidParameterError("output", self.output, "'logits' or 'probabilities'")
+        if self.model.training:
+            sensitive = sorted({type(m).__name__ for m in self.model.modules() if isinstance(m, _MODE_SENSITIVE)})
+            what = f" (it holds {', '.join(sensitive)}, which behave differently in training)" if sensitive else ""
+            warnings.warn(
+                f"the model is in training mode{what}; advkit evaluates it in eval mode and "
+                "restores the mode after each call. Call model.eval() before wrapping it to silence this.",
+                AdvkitWarning,
+                stacklevel=3,
+            )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # with output="probabilities" the logits are log-probabilities (valid logits up to a constant)
+        return Capabilities(gradients=True, logits=True, probabilities=True, labels=True)
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.model)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        dev = self.device
+        xin = x if x.device == dev else x.to(dev, non_blocking=True)
+        if xin.dtype != self.contract.dtype:
+            xin = xin.to(self.contract.dtype)
+        was_training = self.model.training
+        if was_training:
+            self.model.eval()
+        try:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+                out = self.model(xin)
+        finally:
+            if was_training:
+                self.model.train(True)
+        if not self._output_checked:
+            self._check_output(out, x.shape[0])
+        if self.output == "probabilities":
+            out = torch.log(out.clamp_min(1e-12))
+        return out if out.device == x.device else out.to(x.device)
+
+    def _check_output(self, out: torch.Tensor, n: int) -> None:
+        if not isinstance(out, torch.Tensor):
+            raise InputContractError(f"the model returned {type(out).__name__}; expected a tensor of scores")
+        check_output_shape(out, n, self.contract.n_classes)
+        if not torch.isfinite(out).all():
+            raise InputContractError("the model returned non-finite scores (NaN or inf) on valid inputs")
+        if self.output == "logits" and n > 1 and looks_like_probabilities(out):
+            raise InputContractError(
+                "the model returns probabilities (rows are non-negative and sum to 1) where logits are "
+                "expected; gradients through a softmax vanish and make attacks look weak. Fix: remove the "
+                "final softmax, or wrap it with TorchTarget(..., output='probabilities')"
+            )
+        self._output_checked = True
