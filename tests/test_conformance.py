@@ -1,0 +1,33 @@
+"""Every registered evasion attack passes the conformance suite on two toy targets."""
+
+import pytest
+
+from advkit import registry
+from advkit.testing import check_evasion_attack, toy_image_target, toy_linear_target
+
+EVASION = registry.list("evasion")
+
+
+@pytest.fixture(scope="module")
+def image_target():
+    return toy_image_target(seed=0, n=24)
+
+
+@pytest.fixture(scope="module")
+def linear_target():
+    return toy_linear_target(seed=0, n=24)
+
+
+@pytest.mark.parametrize("name", EVASION)
+def test_conformance_on_image_cnn(name, image_target):
+    target, x, y = image_target
+    check_evasion_attack(name, target, x, y)
+
+
+@pytest.mark.parametrize("name", EVASION)
+def test_conformance_on_linear_sklearn(name, linear_target):
+    target, x, y = linear_target
+    entry = registry.get(name)
+    if getattr(entry.cls, "images_only", False):
+        pytest.skip(f"{name} applies to images only")
+    check_evasion_attack(name, target, x, y)
