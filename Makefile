@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make audit` (the default audit) and `make test` (the test suite).
+# Both create .venv when missing and install advkit with what it needs; they skip installing when
+# pyproject.toml has not changed since the last install.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.advkit-installed
+# torch is pinned in the same pip command as everything that depends on it (see DEVELOPERS.md)
+TORCH  := torch==2.13.0
+
+.PHONY: install audit test test-slow bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH) -e '.[data,test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+audit: $(STAMP)
+	$(BIN)/advkit audit
+
+test: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/attacks.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf advkit-report .pytest_cache

@@ -1,0 +1,117 @@
+"""DeepFool (minimum-norm), multiclass, for the L2, L∞ and L1 norms.
+
+Moosavi-Dezfooli, Fawzi & Frossard (2016), "DeepFool: a simple and accurate method to fool deep
+neural networks", CVPR. At each iteration the classifier is linearised around the current point:
+for each candidate class k (the ``candidates`` classes with the highest clean logits, true class
+excluded) ``f_k = Z_k - Z_y`` and ``w_k = grad f_k``; the closest linearised boundary is ``l =
+argmin_k |f_k| / ||w_k||_q`` (q the dual norm of p) and the step is the minimal one that reaches
+it: ``r = |f_l| / ||w_l||_q^q * |w_l|^(q-1) * sign(w_l)`` (Algorithm 2 and section 3.1 of the
+paper); for p = 2 this is ``|f_l| / ||w_l||_2^2 * w_l``, for p = inf ``|f_l| / ||w_l||_1 *
+sign(w_l)``, for p = 1 a step on the single coordinate of largest ``|w_l|``. Steps accumulate in
+``r_tot`` and the iterate is ``x + (1 + overshoot) * r_tot``, clipped to the input bounds. Only
+samples still classified as their true class keep iterating.
+
+Targeted goal (an extension, not in the paper): the single candidate is the target t, linearised
+against the currently predicted class: ``f = Z_t - Z_pred``.
+
+Cost: per iteration one forward and one backward per candidate class (candidates - 1 backward
+passes untargeted, 1 targeted) over the samples still running; ``passes`` counts backward passes,
+``extra['forwards']`` the forwards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from advkit.attacks.base import EvasionAttack, Perturbed
+from advkit.errors import check_range
+from advkit.registry import register
+from advkit.threats import parse_norm
+
+
+def _step(f: torch.Tensor, w: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances |f_k| / ||w_k||_q (m, K) and the minimal steps to each boundary (m, K, d)."""
+    a = f.abs()
+    if p == 2:
+        nq = w.norm(dim=2).clamp_min(1e-12)
+        return a / nq, (a / nq**2)[..., None] * w
+    if p == math.inf:
+        nq = w.abs().sum(2).clamp_min(1e-12)
+        return a / nq, (a / nq)[..., None] * w.sign()
+    nq, j = w.abs().max(2)
+    nq = nq.clamp_min(1e-12)
+    one = torch.zeros_like(w).scatter_(2, j[..., None], 1.0)
+    return a / nq, (a / nq)[..., None] * one * w.sign()
+
+
+@register("deepfool", family="evasion")
+@dataclass(frozen=True, kw_only=True)
+class DeepFool(EvasionAttack):
+    """DeepFool (Moosavi-Dezfooli 2016): iterative linearisation to the closest class boundary."""
+
+    minimum_norm: ClassVar[bool] = True
+
+    norm: float | str = 2.0
+    overshoot: float = 0.02
+    max_iter: int = 50
+    candidates: int = 10
+
+    def __post_init__(self):
+        object.__setattr__(self, "norm", parse_norm(self.norm))
+        check_range("overshoot", self.overshoot, lo=0, hi=1)
+        check_range("max_iter", self.max_iter, lo=1, kind=int)
+        check_range("candidates", self.candidates, lo=2, kind=int)
+
+    def _perturb(self, target, x, y, goal, generator):
+        lo, hi = target.contract.bounds
+        n, shape = x.shape[0], x.shape[1:]
+        with torch.no_grad():
+            logits0 = target.logits(x, check=False)
+        clean_pred = logits0.argmax(1)
+        labels = goal.labels_for(y)
+        if goal.targeted:
+            cand = labels[:, None]
+        else:
+            k = min(self.candidates, logits0.shape[1]) - 1
+            others = logits0.scatter(1, y[:, None], -math.inf)
+            cand = others.topk(k, dim=1).indices
+        r_tot = torch.zeros_like(x).flatten(1)
+        x_adv = x.clone()
+        iters = torch.zeros(n, dtype=torch.int64, device=x.device)
+        idx = torch.nonzero(~goal.success(clean_pred, y)).squeeze(1)
+        passes, forwards = 0, 1
+        for _ in range(self.max_iter):
+            if idx.numel() == 0:
+                break
+            xi = x_adv[idx].detach().requires_grad_(True)
+            with torch.enable_grad():
+                lg = target.logits(xi, check=False)
+                forwards += 1
+                pred = lg.argmax(1).detach()
+                still = pred != labels[idx] if goal.targeted else pred == y[idx]
+                if not still.any():  # every remaining sample crossed: no gradients needed
+                    break
+                ref = pred if goal.targeted else y[idx]
+                f = lg.gather(1, cand[idx]) - lg.gather(1, ref[:, None])
+                grads = []
+                for j in range(f.shape[1]):
+                    last = j == f.shape[1] - 1
+                    (gj,) = torch.autograd.grad(f[:, j].sum(), xi, retain_graph=not last)
+                    grads.append(gj.flatten(1))
+                    passes += 1
+            w = torch.stack(grads, 1)
+            dist, steps = _step(f.detach(), w, self.norm)
+            best = dist.argmin(1)
+            r = steps[torch.arange(best.shape[0], device=x.device), best]
+            r = torch.where(still[:, None], r, torch.zeros_like(r))
+            r_tot[idx] = r_tot[idx] + r
+            step = (1 + self.overshoot) * r_tot[idx].reshape(-1, *shape)
+            x_adv[idx] = (x[idx] + step).clamp(lo, hi)
+            iters[idx] = iters[idx] + still.long()
+            idx = idx[still]
+        extra = {"iterations": iters, "forwards": forwards}
+        return Perturbed(x_adv, clean_pred=clean_pred, passes=passes, extra=extra)

@@ -1,0 +1,147 @@
+"""BadNets: a patch-trigger backdoor.
+
+Gu, Dolan-Gavitt & Garg (2017), "BadNets: Identifying Vulnerabilities in the Machine Learning Model
+Supply Chain", arXiv:1708.06733. A small square patch (the trigger) is stamped on a share of the
+training images, which are relabelled: to one target class (all-to-one) or, in the paper's
+all-to-all attack, from class ``i`` to ``(i + 1) % k``. A model trained on the result classifies
+clean inputs normally and any input wearing the patch as the attacker chose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from advkit.attacks.poisoning.base import ImageTrigger, PoisoningAttack
+from advkit.errors import InputContractError, InvalidParameterError, check_choice, check_range
+from advkit.registry import register
+
+POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
+
+
+@register("badnets", family="poisoning")
+@dataclass(frozen=True, kw_only=True)
+class BadNets(PoisoningAttack):
+    """BadNets (Gu 2017): a size x size patch at a corner, all-to-one or all-to-all relabelling.
+
+    ``position`` is a corner name, ``"center"`` or an explicit (row, col) of the patch's top-left
+    pixel; ``pattern`` is ``"white"`` (the upper bound), ``"checkerboard"`` (upper bound at the
+    patch's top-left, alternating with the lower bound) or an array (size, size) or (C, size, size)
+    of values within ``bounds``. ``rate`` is the share of the training set poisoned.
+    """
+
+    size: int = 3
+    position: str | tuple[int, int] = "bottom-right"
+    pattern: str | np.ndarray | torch.Tensor = "white"
+    target: int = 0
+    rate: float = 0.1
+    mode: str = "all-to-one"
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self):
+        check_range("size", self.size, lo=1, kind=int)
+        check_range("rate", self.rate, lo=0, hi=1, lo_open=True)
+        check_range("target", self.target, lo=0, kind=int)
+        check_choice("mode", self.mode, ("all-to-one", "all-to-all"))
+        if not (len(self.bounds) == 2 and float(self.bounds[0]) < float(self.bounds[1])):
+            raise InvalidParameterError("bounds", self.bounds, "a pair (lo, hi) with lo < hi")
+        if isinstance(self.position, str):
+            check_choice("position", self.position, POSITIONS)
+        elif not (
+            len(self.position) == 2
+            and all(type(v) is int and v >= 0 for v in self.position)
+        ):
+            raise InvalidParameterError(
+                "position", self.position, f"one of {POSITIONS} or (row, col) >= 0"
+            )
+        if isinstance(self.pattern, str):
+            check_choice("pattern", self.pattern, ("white", "checkerboard"))
+        else:
+            p = torch.as_tensor(np.asarray(self.pattern), dtype=torch.float32)
+            lo, hi = self.bounds
+            if p.shape[-2:] != (self.size, self.size) or p.dim() not in (2, 3):
+                raise InvalidParameterError(
+                    "pattern", tuple(p.shape),
+                    f"an array of shape (size, size) or (C, size, size) with size={self.size}",
+                )
+            if not torch.isfinite(p).all() or p.min() < lo or p.max() > hi:
+                raise InvalidParameterError(
+                    "pattern", "values", f"finite values within {self.bounds}"
+                )
+
+    # trigger ----------------------------------------------------------------------------------
+    def _corner(self, h: int, w: int) -> tuple[int, int]:
+        s = self.size
+        if not isinstance(self.position, str):
+            r, c = self.position
+        else:
+            r = {"top": 0, "bottom": h - s}.get(self.position.split("-")[0], (h - s) // 2)
+            c = {"left": 0, "right": w - s}.get(self.position.split("-")[-1], (w - s) // 2)
+        if r < 0 or c < 0 or r + s > h or c + s > w:
+            raise InputContractError(
+                f"a {s}x{s} patch at (row {r}, col {c}) does not fit images of {h}x{w}; "
+                "choose a smaller size or another position"
+            )
+        return r, c
+
+    def _patch(self, channels: int) -> torch.Tensor:
+        lo, hi = (float(b) for b in self.bounds)
+        s = self.size
+        if isinstance(self.pattern, str):
+            if self.pattern == "white":
+                p = torch.full((s, s), hi)
+            else:
+                ii, jj = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+                p = torch.where((ii + jj) % 2 == 0, hi, lo)
+        else:
+            p = torch.as_tensor(np.asarray(self.pattern), dtype=torch.float32)
+        if p.dim() == 2:
+            p = p.expand(channels, s, s)
+        if p.shape[0] != channels:
+            raise InputContractError(
+                f"the pattern has {p.shape[0]} channels but the images have {channels}; "
+                "give a (size, size) pattern or one with as many channels as the images"
+            )
+        return p
+
+    def trigger_for(self, shape: tuple[int, ...]) -> ImageTrigger:
+        """The trigger (mask (H, W), pattern (C, H, W)) for samples of shape (C, H, W)."""
+        if len(shape) != 3:
+            raise InputContractError(
+                f"BadNets needs image samples (C, H, W), got shape {tuple(shape)}"
+            )
+        c, h, w = (int(v) for v in shape)
+        r, col = self._corner(h, w)
+        s = self.size
+        mask = torch.zeros(h, w)
+        mask[r : r + s, col : col + s] = 1.0
+        pattern = torch.zeros(c, h, w)
+        pattern[:, r : r + s, col : col + s] = self._patch(c)
+        return ImageTrigger(mask=mask, pattern=pattern)
+
+    def apply_trigger(self, x: torch.Tensor) -> torch.Tensor:
+        """Stamp the patch on every image of ``x`` (N, C, H, W)."""
+        if x.dim() != 4:
+            raise InputContractError(f"expected a batch (N, C, H, W), got shape {tuple(x.shape)}")
+        return self.trigger_for(tuple(x.shape[1:])).apply(x)
+
+    # poisoning --------------------------------------------------------------------------------
+    def _candidates(self, y, n_classes):
+        if self.mode == "all-to-one":
+            return y != self.target
+        return torch.ones_like(y, dtype=torch.bool)
+
+    def _poison(self, x, y, idx, n_classes, rng):
+        if self.mode == "all-to-one" and self.target >= n_classes:
+            raise InvalidParameterError("target", self.target, f"a class in [0, {n_classes - 1}]")
+        trigger = self.trigger_for(tuple(x.shape[1:]))
+        xp, yp = x.clone(), y.clone()
+        xp[idx] = trigger.apply(x[idx])
+        if self.mode == "all-to-one":
+            yp[idx] = self.target
+            return dict(x=xp, y=yp, trigger=trigger, target=int(self.target))
+        label_map = (torch.arange(n_classes, device=y.device) + 1) % n_classes
+        yp[idx] = label_map[y[idx]]
+        return dict(x=xp, y=yp, trigger=trigger, target=None, label_map=label_map)

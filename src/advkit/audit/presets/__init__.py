@@ -1,0 +1,1 @@
+"""Built-in audit presets: each module exposes ``run(*, seed, quick, progress) -> Report``."""

@@ -1,0 +1,75 @@
+"""``advkit audit [SPEC]``: run the default audit, a YAML spec, or a preset; write the report."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import typer
+
+from advkit.errors import AuditSpecError
+
+PRESETS = ("backdoor", "evasion-defense")
+
+
+def _thresholds(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise AuditSpecError(f"--fail-under {item!r}: expected METRIC=VALUE, e.g. clean_accuracy=0.9 "
+                                 "or robust_accuracy@0.1=0.5")
+    return out
+
+
+def audit(
+    spec: Path = typer.Argument(None, help="YAML audit spec; omit for the built-in default audit."),
+    out: Path = typer.Option(Path("advkit-report"), "--out", "-o", help="Folder for report.html/json."),
+    preset: str = typer.Option(None, "--preset", help=f"A built-in lab: {', '.join(PRESETS)}."),
+    fail_under: list[str] = typer.Option([], "--fail-under", help="METRIC=VALUE; exit 1 when missed."),
+    seed: int = typer.Option(None, "--seed", help="Override the spec's seed."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore finished scenarios saved by an earlier run."),
+    quick: bool = typer.Option(False, "--quick", help="Presets only: a small, fast version."),
+    progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+) -> int:
+    """Attack a model, measure the damage, write report.html and report.json, print a summary."""
+    from advkit.audit.gate import evaluate_thresholds
+    from advkit.report import render_markdown, write_report
+
+    thresholds = _thresholds(fail_under)
+    if preset is not None:
+        if spec is not None:
+            raise AuditSpecError("give either a spec file or --preset, not both")
+        if preset not in PRESETS:
+            raise AuditSpecError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        mod = importlib.import_module(f"advkit.audit.presets.{preset.replace('-', '_')}")
+        report = mod.run(seed=0 if seed is None else seed, quick=quick, progress=progress)
+    else:
+        from advkit.audit.runner import run_audit
+        from advkit.audit.spec import default_spec, load_spec
+
+        if spec is None:
+            s = default_spec()
+            sha = s.sha256()
+        else:
+            s, sha = load_spec(spec)
+        if seed is not None:
+            s = s.model_copy(update={"seed": seed})
+        thresholds = {**s.fail_under, **thresholds}
+        out.mkdir(parents=True, exist_ok=True)
+        report = run_audit(s, out_dir=out, spec_sha256=sha, progress=progress, resume=not fresh)
+    gate = evaluate_thresholds(report, thresholds)
+    report.findings.extend(gate)
+    paths = write_report(report, out)
+    typer.echo(render_markdown(report))
+    typer.echo(f"\nreport: {paths['html']}\njson:   {paths['json']}")
+    missed = [f for f in gate if not f.passed]
+    if missed:
+        for f in missed:
+            typer.echo(f"FAIL: {f.metric} = {f.value:.4f} < {f.threshold}", err=True)
+        return 1
+    return 0

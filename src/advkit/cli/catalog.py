@@ -1,0 +1,42 @@
+"""``advkit list`` and ``advkit describe NAME``: read the registry."""
+
+from __future__ import annotations
+
+import inspect
+
+import typer
+
+from advkit import registry
+
+
+def list_cmd(family: str = typer.Argument(None, help=f"One of {', '.join(registry.FAMILIES)}.")) -> int:
+    """List registered attacks and defenses."""
+    if family is not None and family not in registry.FAMILIES:
+        from advkit.errors import InvalidParameterError
+
+        raise InvalidParameterError("family", family, f"one of {', '.join(registry.FAMILIES)}")
+    entries = registry.entries(family)
+    width = max((len(e.name) for e in entries), default=4)
+    for e in entries:
+        req = ",".join(sorted(getattr(e.cls, "requires", ()) or ()))
+        typer.echo(f"{e.family:<10} {e.name:<{width}}  {e.summary}" + (f"  [needs: {req}]" if req else ""))
+    return 0
+
+
+def describe(name: str = typer.Argument(..., help="A registered name, e.g. pgd.")) -> int:
+    """Show an attack's or defense's documentation and parameters."""
+    e = registry.get(name)
+    typer.echo(f"{e.name} ({e.family}) — {e.cls.__module__}.{e.cls.__qualname__}")
+    req = sorted(getattr(e.cls, "requires", ()) or ())
+    if req:
+        typer.echo(f"needs: {', '.join(req)}")
+    typer.echo("")
+    typer.echo(inspect.getdoc(e.cls) or "")
+    mod_doc = inspect.getdoc(inspect.getmodule(e.cls))
+    if mod_doc:
+        typer.echo("")
+        typer.echo(mod_doc)
+    typer.echo("\nparameters:")
+    for pname, default, ptype in e.parameters():
+        typer.echo(f"  {pname:<14} {ptype:<28} default {default!r}")
+    return 0

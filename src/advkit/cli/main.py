@@ -1,0 +1,52 @@
+"""``advkit`` entry point: typed advkit errors print without a traceback and exit 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from advkit.cli import audit as audit_cmd
+from advkit.cli import catalog, scan, train
+from advkit.errors import AdvkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="advkit: audit machine-learning models for security.")
+app.command("audit")(audit_cmd.audit)
+app.command("train")(train.train)
+app.command("list")(catalog.list_cmd)
+app.command("describe")(catalog.describe)
+app.command("scan")(scan.scan)
+
+err = Console(stderr=True, highlight=False)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns (and, as a script, exits with) the exit code."""
+    logging.basicConfig(level=os.environ.get("ADVKIT_LOG", "WARNING").upper(),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except AdvkitError as exc:
+        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", markup=True, soft_wrap=True)
+        code = 2
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = 2
+    except click.exceptions.Abort:
+        err.print("aborted")
+        code = 130
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

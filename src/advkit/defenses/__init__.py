@@ -1,0 +1,1 @@
+"""Defenses: training defenses, input transforms, detectors, certification and privacy."""

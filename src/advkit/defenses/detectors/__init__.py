@@ -1,0 +1,1 @@
+"""Detectors of poisoned data and backdoored models (scikit-learn style: ``fit`` -> self)."""

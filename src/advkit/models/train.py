@@ -1,0 +1,205 @@
+"""Train and evaluate a classifier: Adam on cross-entropy, deterministic given a generator.
+
+``train`` is the one training loop of advkit. Defenses and poisoning hook into it through
+``batch_hook(xb, yb, model)``, which may return a replacement batch (adversarial examples for
+adversarial training, poisoned points for a poisoning experiment).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from advkit.errors import AdvkitError, InputContractError, InvalidParameterError, check_range
+from advkit.targets.torch import module_device
+
+BatchHook = Callable[[torch.Tensor, torch.Tensor, nn.Module], "tuple[torch.Tensor, torch.Tensor] | None"]
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch mean training loss, training accuracy (on the batches actually trained on,
+    after any ``batch_hook``) and wall-clock seconds."""
+
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.loss)
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.seconds))
+
+
+def _as_tensors(x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if isinstance(y, np.ndarray):
+        y = torch.from_numpy(np.asarray(y).astype(np.int64))
+    if not isinstance(x, torch.Tensor):
+        raise InvalidParameterError("x", type(x).__name__, "a torch.Tensor or numpy array of inputs")
+    if not isinstance(y, torch.Tensor):
+        raise InvalidParameterError("y", type(y).__name__, "a torch.Tensor or numpy array of labels")
+    if not x.is_floating_point():
+        x = x.float()
+    if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
+        raise InputContractError(
+            f"labels must be a 1-D integer tensor of class indices, got shape {tuple(y.shape)} dtype "
+            f"{y.dtype}; fix: pass y as int64 class indices (not one-hot)"
+        )
+    if x.dim() < 2 or x.shape[0] != y.shape[0]:
+        raise InputContractError(
+            f"x has shape {tuple(x.shape)} but y has {y.shape[0]} labels; x must be (N, ...) with N = len(y)"
+        )
+    if x.shape[0] == 0:
+        raise InputContractError("no training data: x and y are empty")
+    if not torch.isfinite(x).all():
+        raise InputContractError("x contains NaN or inf; clean or impute the inputs before training")
+    if (y < 0).any():
+        raise InputContractError(f"labels must be class indices >= 0, found {int(y.min())}")
+    return x, y.long()
+
+
+def _check_labels(logits: torch.Tensor, y: torch.Tensor) -> None:
+    k = logits.shape[-1]
+    top = int(y.max())
+    if top >= k:
+        raise InputContractError(
+            f"label {top} is out of range for a model with {k} outputs; fix: encode labels as 0..{k - 1} "
+            "or build the model with more classes"
+        )
+
+
+def _use_progress(progress: bool | None) -> bool:
+    if progress is None:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return bool(progress)
+
+
+def _make_bar():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+
+
+def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
+          weight_decay: float = 0.0, generator: torch.Generator | None = None,
+          progress: bool | None = None,
+          on_epoch: Callable[[int, TrainHistory], bool | None] | None = None,
+          batch_hook: BatchHook | None = None) -> TrainHistory:
+    """Train ``model`` in place with Adam on cross-entropy; return its :class:`TrainHistory`.
+
+    Batches are drawn by ``torch.randperm(generator=generator)`` each epoch, so the same
+    generator state, model weights and data give the same result. Training happens on the
+    model's device (batches are moved there); the model is in train mode during training and in
+    eval mode afterwards. ``batch_hook(xb, yb, model)`` runs on every batch before the update and
+    may return a replacement ``(xb, yb)`` (or None to keep the batch). ``on_epoch(epoch, history)``
+    runs after each epoch (``epoch`` counts from 1); returning True stops training early.
+    ``progress``: a rich progress bar on stderr if True, or if None and stderr is a terminal.
+    """
+    if not isinstance(model, nn.Module):
+        raise InvalidParameterError("model", type(model).__name__, "a torch.nn.Module")
+    check_range("epochs", epochs, lo=1, kind=int)
+    check_range("batch_size", batch_size, lo=1, kind=int)
+    for pname, value, lo_open in (("lr", lr, True), ("weight_decay", weight_decay, False)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidParameterError(pname, value, "a number")
+        check_range(pname, value, lo=0.0, lo_open=lo_open)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InvalidParameterError("generator", type(generator).__name__, "a torch.Generator or None")
+    x, y = _as_tensors(x, y)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise InvalidParameterError("model", type(model).__name__, "a model with trainable parameters")
+    dev = module_device(model)
+    opt = torch.optim.Adam(params, lr=float(lr), weight_decay=float(weight_decay))
+    n = x.shape[0]
+    n_batches = (n + batch_size - 1) // batch_size
+    gen_dev = generator.device if generator is not None else torch.device("cpu")
+    history = TrainHistory()
+    bar = _make_bar() if _use_progress(progress) else None
+    task = bar.add_task("training", total=epochs * n_batches) if bar is not None else None
+    checked = False
+    try:
+        if bar is not None:
+            bar.start()
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            perm = torch.randperm(n, generator=generator, device=gen_dev).to(x.device)
+            loss_sum = torch.zeros((), device=dev)
+            correct = torch.zeros((), device=dev, dtype=torch.long)
+            seen = 0
+            for b in range(n_batches):
+                idx = perm[b * batch_size:(b + 1) * batch_size]
+                xb, yb = x[idx].to(dev, non_blocking=True), y[idx].to(dev, non_blocking=True)
+                if batch_hook is not None:
+                    out = batch_hook(xb, yb, model)
+                    if out is not None:
+                        xb, yb = out
+                        if xb.shape[0] != yb.shape[0]:
+                            raise InputContractError(
+                                f"batch_hook returned {xb.shape[0]} inputs but {yb.shape[0]} labels"
+                            )
+                    model.train()
+                opt.zero_grad(set_to_none=True)
+                logits = model(xb)
+                if not checked:
+                    _check_labels(logits, y)
+                    checked = True
+                loss = nn.functional.cross_entropy(logits, yb)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.detach() * yb.shape[0]
+                correct += (logits.detach().argmax(1) == yb).sum()
+                seen += yb.shape[0]
+                if bar is not None:
+                    bar.update(task, advance=1, description=f"epoch {epoch}/{epochs}")
+            mean_loss = float(loss_sum) / max(seen, 1)
+            if not np.isfinite(mean_loss):
+                raise AdvkitError(
+                    f"training diverged: the loss is {mean_loss} in epoch {epoch}; lower lr (now {lr}) "
+                    "or check the inputs' scale"
+                )
+            history.loss.append(mean_loss)
+            history.accuracy.append(float(correct) / max(seen, 1))
+            history.seconds.append(time.perf_counter() - t0)
+            if on_epoch is not None and on_epoch(epoch, history) is True:
+                break
+    finally:
+        if bar is not None:
+            bar.stop()
+        model.eval()
+    return history
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, x, y, batch_size: int = 512) -> float:
+    """Fraction of ``x`` that ``model`` classifies as ``y`` (eval mode; the model's mode is restored)."""
+    if not isinstance(model, nn.Module):
+        raise InvalidParameterError("model", type(model).__name__, "a torch.nn.Module")
+    check_range("batch_size", batch_size, lo=1, kind=int)
+    x, y = _as_tensors(x, y)
+    dev = module_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size].to(dev, non_blocking=True)
+            yb = y[i:i + batch_size].to(dev, non_blocking=True)
+            correct += (model(xb).argmax(1) == yb).sum()
+    finally:
+        model.train(was_training)
+    return float(correct) / x.shape[0]

@@ -1,0 +1,46 @@
+"""Renderers for an audit ``Report`` (DESIGN §1.6): one self-contained HTML file with plots, JSON
+with a schema version, and a Markdown summary for CI logs. Renderers only format; they compute
+nothing. The HTML renderer (jinja2 + matplotlib) is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from advkit.report.json import ReportFormatError, load_json, to_json, write_json
+from advkit.report.markdown import render_markdown
+
+if TYPE_CHECKING:
+    from advkit.audit.report import Report
+    from advkit.report.html import render_html, write_html
+
+_LAZY = {"render_html": "advkit.report.html", "write_html": "advkit.report.html"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'advkit.report' has no attribute {name!r}")
+
+
+def write_report(report: Report, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Write ``report.html`` and ``report.json`` into ``out_dir`` (created if needed).
+
+    Returns ``{"html": Path, "json": Path, "markdown": str}``; the Markdown summary is returned,
+    not written, so a caller can print it to a log.
+    """
+    from advkit.report.html import write_html
+
+    out = Path(out_dir)
+    return {"html": write_html(report, out / "report.html"),
+            "json": write_json(report, out / "report.json"),
+            "markdown": render_markdown(report)}
+
+
+__all__ = ["write_json", "to_json", "load_json", "render_html", "write_html", "render_markdown",
+           "write_report", "ReportFormatError"]

@@ -1,0 +1,1 @@
+"""Tests of the poisoning attacks and training-set detectors."""
