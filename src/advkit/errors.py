@@ -39,6 +39,10 @@ class AuditSpecError(AdvkitError):
     """An audit spec (YAML) is malformed or names something that does not exist."""
 
 
+class ReportFormatError(AdvkitError, ValueError):
+    """A report document (or a piece of a report) is malformed or of an unknown schema version."""
+
+
 class MissingDependencyError(AdvkitError, ImportError):
     """An optional feature needs a package that is not installed."""
 

@@ -235,3 +235,12 @@ def test_fmt_number_significant_digits():
     assert fmt_number(12.3456) == "12.35"
     assert fmt_number(7) == "7"
     assert fmt_number(None) == "–" and fmt_number(math.nan) == "n/a"
+
+
+def test_empty_report_renders():
+    empty = Report(manifest={}, model={}, dataset={})
+    html = render_html(empty)
+    assert "NO PROBLEMS FOUND" in html and 'id="summary"' not in html and "<img" not in html
+    md = render_markdown(empty)
+    assert "no problems found" in md and "## Scenarios" not in md
+    assert json.loads(to_json(empty))["scenarios"] == []

@@ -6,7 +6,7 @@ Everything here is raw numbers and arrays (no formatted strings of numbers); ren
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ SEVERITIES = ("info", "warning", "critical")
 
 @dataclass
 class Finding:
-    """One judged fact: a check, its severity, the metric and threshold, why it matters and the fix."""
+    """One judged fact: check, severity, metric and threshold, why it matters and the fix."""
 
     check: str
     severity: str  # info | warning | critical
@@ -120,7 +120,7 @@ class Report:
 def _plain(obj):
     """Recursively turn dataclasses, Proportions, arrays and tensors into JSON-able values."""
     if isinstance(obj, Proportion):
-        return obj.as_dict()
+        return _plain(obj.as_dict())
     if is_dataclass(obj) and not isinstance(obj, type):
         return {k: _plain(v) for k, v in asdict_shallow(obj).items()}
     if isinstance(obj, dict):
@@ -146,4 +146,4 @@ def asdict_shallow(obj) -> dict[str, Any]:
 
 
 __all__ = ["Finding", "Series", "Plot", "Image", "Table", "Section", "ScenarioResult", "Report",
-           "SCHEMA_VERSION", "SEVERITIES", "asdict"]
+           "SCHEMA_VERSION", "SEVERITIES"]

@@ -6,8 +6,8 @@ import logging
 import os
 import sys
 
-import click
 import typer
+from typer.exceptions import TyperException
 from rich.console import Console
 
 from advkit.cli import audit as audit_cmd
@@ -35,14 +35,17 @@ def run(argv: list[str] | None = None) -> int:
     except AdvkitError as exc:
         err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", markup=True, soft_wrap=True)
         code = 2
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        code = 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         code = 130
+    except TyperException as exc:  # usage errors: unknown option, missing argument, bad value
+        if hasattr(exc, "show"):
+            exc.show()
+        else:
+            err.print(f"error: {exc.format_message()}", markup=False)
+        code = 2
     if argv is None:
         sys.exit(code)
     return code

@@ -14,14 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from advkit.audit.report import SCHEMA_VERSION, Report
-from advkit.errors import AdvkitError
+from advkit.errors import ReportFormatError
 
 #: Schema versions this advkit can read back.
 SUPPORTED_SCHEMA_VERSIONS: frozenset[str] = frozenset({SCHEMA_VERSION})
-
-
-class ReportFormatError(AdvkitError, ValueError):
-    """A report document (or a piece of a report) is malformed or of an unknown schema version."""
 
 
 def report_dict(report: Report) -> dict[str, Any]:

@@ -1,0 +1,95 @@
+"""The command line: list/describe read the registry; audit writes the report; bad input exits 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from advkit.cli.main import run
+
+TINY = """
+title: tiny
+seed: 3
+dataset: digits
+model: {{zoo: mlp, epochs: 3}}
+evaluation: {{n_samples: 60}}
+attacks:
+  - {{name: fgsm, eps: [0, 0.1]}}
+  - {{name: pgd, eps: [0, 0.1], params: {{steps: 5}}}}
+{extra}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("ADVKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("CI", "true")
+
+
+def test_list_and_describe(capsys):
+    assert run(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "fgsm" in out and "pgd" in out
+    assert run(["describe", "pgd"]) == 0
+    out = capsys.readouterr().out
+    assert "Madry" in out and "steps" in out and "restarts" in out
+
+
+def test_unknown_name_exits_2_without_traceback():
+    p = subprocess.run([sys.executable, "-m", "advkit.cli.main", "describe", "nope"],
+                       capture_output=True, text=True, env={**os.environ, "CI": "true"})
+    assert p.returncode == 2
+    assert "nope" in p.stderr and "pgd" in p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+
+
+def test_bad_spec_exits_2(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("dataset: digits\nmodel: {zoo: mlp}\nattacks: [{name: nope}]\n")
+    assert run(["audit", str(spec), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown attack 'nope'" in capsys.readouterr().err
+
+
+def test_audit_spec_writes_report_resumes_and_gates(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(TINY.format(extra=""))
+    out = tmp_path / "r"
+    assert run(["audit", str(spec), "--out", str(out)]) == 0
+    md = capsys.readouterr().out
+    assert "fgsm" in md and "pgd" in md
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["schema_version"] and doc["manifest"]["seed"] == 3
+    assert len(doc["manifest"]["sha256"]["model"]) == 64 and len(doc["manifest"]["sha256"]["spec"]) == 64
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
+    first = {s["id"]: s["metrics"]["robust_accuracy"]["k"] for s in doc["scenarios"]}
+    assert len(first) == 4
+    # a second run resumes every scenario from the store and reports the same numbers
+    assert run(["audit", str(spec), "--out", str(out), "--fail-under", "clean_accuracy=0.5"]) == 0
+    doc2 = json.loads((out / "report.json").read_text())
+    assert {s["id"]: s["metrics"]["robust_accuracy"]["k"] for s in doc2["scenarios"]} == first
+    # a missed threshold exits 1 and says which
+    assert run(["audit", str(spec), "--out", str(out), "--fail-under", "robust_accuracy@0.1=1.01"]) == 1
+    assert "robust_accuracy@0.1" in capsys.readouterr().err
+    assert run(["audit", str(spec), "--out", str(out), "--fail-under", "nonsense=1"]) == 2
+
+
+def test_train_then_audit_saved_model_and_refuse_pickle(tmp_path, capsys):
+    mdir = tmp_path / "m"
+    assert run(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--out", str(mdir),
+                "--no-progress"]) == 0
+    assert (mdir / "model.safetensors").is_file() and (mdir / "config.json").is_file()
+    spec = tmp_path / "s.yaml"
+    spec.write_text("dataset: digits\nmodel: {path: m}\nevaluation: {n_samples: 20}\n"
+                    "attacks: [{name: fgsm, eps: [0.1]}]\n")
+    assert run(["audit", str(spec), "--out", str(tmp_path / "r")]) == 0
+    import torch
+
+    torch.save({"w": torch.zeros(2)}, tmp_path / "m.pt")
+    spec.write_text("dataset: digits\nmodel: {path: m.pt}\nattacks: [{name: fgsm, eps: [0.1]}]\n")
+    capsys.readouterr()
+    assert run(["audit", str(spec), "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert "UnsafeModelError" in err and "pickle" in err
