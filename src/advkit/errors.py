@@ -52,6 +52,25 @@ class MissingDependencyError(AdvkitError, ImportError):
         super().__init__(f"{feature} needs the package {package!r}, which is not installed: {how}")
 
 
+class DataFormatError(AdvkitError, ValueError):
+    """A data file is corrupt, truncated, or not in the format its name promises."""
+
+
+class DataFileNotFoundError(AdvkitError, FileNotFoundError):
+    """A data file named by the user does not exist."""
+
+
+class MissingSystemPackageError(MissingDependencyError):
+    """A built-in dataset needs a system (Debian) package that is not installed."""
+
+    def __init__(self, feature: str, package: str, hint: str = ""):
+        self.package = package
+        super(MissingDependencyError, self).__init__(
+            f"{feature} needs the Debian package {package!r}, which is not installed: "
+            f"apt-get install {package}{hint}"
+        )
+
+
 class AdvkitWarning(UserWarning):
     """A problem advkit can work around but the user should know about."""
 

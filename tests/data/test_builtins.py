@@ -8,7 +8,8 @@ import torch
 from sklearn.datasets import load_breast_cancer, load_digits
 
 from advkit.data import Dataset, DatasetInfo, available, load, stratified_split
-from advkit.data.datasets import SPLIT_SEED, TEST_FRACTION
+from advkit.data.datasets import SPLIT_SEED
+from advkit.data.tabular import TEST_FRACTION
 from advkit.errors import InputContractError
 
 

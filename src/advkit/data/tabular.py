@@ -1,29 +1,35 @@
-"""Tables and arrays to model inputs: label encoding, one-hot encoding, min-max scaling, checks.
+"""User data files to Datasets: ``.npz`` arrays and ``.csv`` / ``.parquet`` tables.
 
-A ``.csv`` / ``.parquet`` file becomes a float matrix: numeric columns stay ("continuous"),
-non-numeric columns are one-hot encoded (one "binary" feature per level, levels in sorted order),
-and the label column is encoded to ``0..k-1`` in sorted order of its values. pandas is imported
-only when a table is read.
+A table becomes a float matrix: numeric columns stay ("continuous"), bool columns become 0/1 and
+non-numeric columns are one-hot encoded (one "binary" feature per level, levels in sorted order);
+features are min-max scaled to [0, 1] with training statistics. Labels (a table's label column, a
+``.npz``'s ``y``) are encoded to ``0..k-1`` in sorted order of their values. Without a given test
+set the split is stratified 80/20 with the caller's seed. pandas is imported only to read a table.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from advkit.data.idx import DataFormatError
+from advkit.data.info import Dataset, DatasetInfo
 from advkit.errors import (
     AdvkitWarning,
+    DataFormatError,
     InputContractError,
     InvalidParameterError,
     MissingDependencyError,
 )
 
 TABLE_SUFFIXES = (".csv", ".parquet")
+TEST_FRACTION = 0.2
 # warn when one column would become more one-hot features than this
 MANY_LEVELS = 100
 
@@ -185,3 +191,145 @@ def minmax_fit(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def minmax_apply(x: np.ndarray, lo: np.ndarray, span: np.ndarray) -> np.ndarray:
     """Scale with training statistics into [0, 1], clipping points outside the train range."""
     return np.clip((x - lo) / span, 0.0, 1.0)
+
+
+def stratified_split(y: np.ndarray, *, test_fraction: float = TEST_FRACTION,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) of a stratified split: ``round(n_c * test_fraction)`` of each class
+    (at most ``n_c - 1``) go to the test set; both index sets are returned in shuffled order.
+
+    Uses NumPy's legacy ``RandomState`` stream, which NumPy keeps frozen across versions (NEP 19),
+    so a seed gives the same split on every machine.
+    """
+    y = np.asarray(y)
+    rs = np.random.RandomState(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        idx = idx[rs.permutation(len(idx))]
+        k = min(int(math.floor(len(idx) * test_fraction + 0.5)), len(idx) - 1)
+        test.append(idx[:k])
+        train.append(idx[k:])
+    train_idx, test_idx = np.concatenate(train), np.concatenate(test)
+    if len(test_idx) == 0:
+        raise InputContractError(
+            f"{len(y)} samples are too few for a {test_fraction:.0%} test split; supply more "
+            "data or an explicit test set")
+    return train_idx[rs.permutation(len(train_idx))], test_idx[rs.permutation(len(test_idx))]
+
+
+def to_dataset(x_train, y_train, x_test, y_test, info: DatasetInfo) -> Dataset:
+    """Build a Dataset: float32 contiguous inputs, int64 labels."""
+    def inputs(x) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return x.contiguous()
+        return torch.from_numpy(np.require(x, dtype=np.float32, requirements=["C", "W"]))
+
+    def labels(y) -> torch.Tensor:
+        return torch.from_numpy(np.require(y, dtype=np.int64, requirements=["C", "W"]))
+
+    return Dataset(inputs(x_train), labels(y_train), inputs(x_test), labels(y_test), info)
+
+
+_NPZ_HINT = "save plain numeric arrays with numpy.savez(path, x=..., y=...)"
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays ``x``, ``y`` (and ``x_test``, ``y_test`` when present); never unpickles."""
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise DataFormatError(f"{path} holds a single array, not a .npz archive; {_NPZ_HINT}")
+        with z:
+            keys = set(z.files)
+            lacking = [k for k in ("x", "y") if k not in keys]
+            if lacking:
+                raise DataFormatError(f"{path} lacks the array(s) {lacking} (found "
+                                      f"{sorted(keys)}); {_NPZ_HINT}")
+            if ("x_test" in keys) != ("y_test" in keys):
+                raise DataFormatError(f"{path} has only one of 'x_test' and 'y_test'; "
+                                      "supply both or neither")
+            return {k: z[k] for k in ("x", "y", "x_test", "y_test") if k in keys}
+    except DataFormatError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataFormatError(f"cannot read {path} as .npz without unpickling ({exc}); "
+                              f"{_NPZ_HINT}") from exc
+
+
+def _check_npz(path: Path, arrays: dict[str, np.ndarray], pairs) -> None:
+    x0 = arrays["x"]
+    for xk, yk in pairs:
+        x, y = arrays[xk], arrays[yk]
+        if x.dtype.kind not in "biuf":
+            raise DataFormatError(f"{path}: '{xk}' has dtype {x.dtype}; inputs must be numeric")
+        if x.ndim not in (2, 3, 4) or x.shape[1:] != x0.shape[1:]:
+            raise DataFormatError(
+                f"{path}: '{xk}' has shape {x.shape}; expected (n, features), (n, H, W) or "
+                f"(n, C, H, W), the same per sample in 'x' and 'x_test'")
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataFormatError(f"{path}: '{yk}' has shape {y.shape}; expected ({len(x)},), "
+                                  f"one label per row of '{xk}'")
+        bad = first_nonfinite(x) if x.dtype.kind == "f" else None
+        if bad is not None:
+            raise InputContractError(
+                f"{path}: '{xk}'[{', '.join(map(str, bad))}] is {x[bad]} (sample {bad[0]}); "
+                "remove or impute it")
+    if x0.ndim == 4 and x0.shape[-1] in (1, 3, 4) and x0.shape[1] not in (1, 3, 4):
+        warnings.warn(f"{path}: 'x' of shape {x0.shape} looks channels-last; advkit expects "
+                      "(n, C, H, W)", AdvkitWarning, stacklevel=4)
+
+
+def load_npz(path: Path, rng_seed: int) -> Dataset:
+    """A user ``.npz`` with arrays ``x`` and ``y`` (and optionally ``x_test``, ``y_test``).
+
+    ``x`` of 2 dims is tabular ``(d,)``, 3 dims images ``(1, H, W)``, 4 dims ``(C, H, W)``. uint8
+    images are divided by 255 (bounds [0, 1]); other data keep their values, with bounds [0, 1]
+    when they fit and (min, max) otherwise.
+    """
+    arrays = _read_npz(path)
+    has_test = "x_test" in arrays
+    pairs = [("x", "y")] + ([("x_test", "y_test")] if has_test else [])
+    _check_npz(path, arrays, pairs)
+    x0 = arrays["x"]
+    codes, class_names = encode_labels(np.concatenate([arrays[yk] for _, yk in pairs]),
+                                       source=f"{path} 'y'")
+    if has_test:
+        n = len(arrays["y"])
+        x_tr, y_tr, x_te, y_te = x0, codes[:n], arrays["x_test"], codes[n:]
+    else:
+        tr, te = stratified_split(codes, seed=rng_seed)
+        x_tr, y_tr, x_te, y_te = x0[tr], codes[tr], x0[te], codes[te]
+    image = x0.ndim > 2
+    if image and x0.dtype == np.uint8:
+        x_tr, x_te = x_tr.astype(np.float32) / 255.0, x_te.astype(np.float32) / 255.0
+        bounds = (0.0, 1.0)
+    else:
+        x_tr, x_te = x_tr.astype(np.float32), x_te.astype(np.float32)
+        lo = float(min(x_tr.min(), x_te.min()))
+        hi = float(max(x_tr.max(), x_te.max()))
+        bounds = (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else (lo, hi if hi > lo else lo + 1.0)
+    if image:
+        shape = (1, *x0.shape[1:]) if x0.ndim == 3 else tuple(x0.shape[1:])
+        x_tr, x_te = x_tr.reshape(-1, *shape), x_te.reshape(-1, *shape)
+        extra = {"kind": "image"}
+    else:
+        shape = (x0.shape[1],)
+        extra = {"kind": "tabular", "feature_names": tuple(f"x{i}" for i in range(shape[0])),
+                 "feature_types": ("continuous",) * shape[0]}
+    info = DatasetInfo(name=path.stem, shape=shape, n_classes=len(class_names), bounds=bounds,
+                       class_names=class_names, source=str(path), **extra)
+    return to_dataset(x_tr, y_tr, x_te, y_te, info)
+
+
+def load_table(path: Path, label_column: str | None, rng_seed: int) -> Dataset:
+    """A user ``.csv`` / ``.parquet`` table: features encoded and min-max scaled (train stats)."""
+    table = frame_to_table(read_table(path), label_column, source=str(path))
+    codes, class_names = encode_labels(table.y, source=f"{path} column {label_column!r}")
+    tr, te = stratified_split(codes, seed=rng_seed)
+    lo, span = minmax_fit(table.x[tr])
+    info = DatasetInfo(name=path.stem, shape=(table.x.shape[1],), n_classes=len(class_names),
+                       class_names=class_names, feature_names=table.feature_names,
+                       feature_types=table.feature_types, kind="tabular", source=str(path))
+    return to_dataset(minmax_apply(table.x[tr], lo, span), codes[tr],
+                      minmax_apply(table.x[te], lo, span), codes[te], info)
