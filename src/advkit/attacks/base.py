@@ -108,7 +108,8 @@ class EvasionAttack:
     name: ClassVar[str] = "evasion"
     family: ClassVar[str] = "evasion"
     requires: ClassVar[frozenset[str]] = frozenset({"gradients"})
-    suggest: ClassVar[str | None] = None  # an attack that needs less of the target
+    # an attack that needs less of the target, named when the target lacks a capability
+    suggest: ClassVar[str | None] = "square"
     minimum_norm: ClassVar[bool] = False  # minimum-norm attacks report the norm they found
 
     @property

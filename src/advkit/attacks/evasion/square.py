@@ -1,20 +1,27 @@
-"""Square Attack, L∞ version: score-based black-box random search.
+"""Square Attack, L∞ and L2: score-based black-box random search.
 
 Andriushchenko, Croce, Flammarion & Hein (2020), "Square Attack: a query-efficient black-box
-adversarial attack via random search", ECCV. Start from vertical stripes of ±eps (one random sign
-per column and channel), then repeatedly propose a random square window whose perturbation is set to
-±eps (one random sign per channel) and keep it if the margin loss on the target's scores decreases.
-The square covers a share p of the pixels; p starts at ``p_init`` and is halved at the paper's
-iterations {10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000} of a 10,000-query run, rescaled
-linearly to ``n_queries``. Only points not yet fooled are queried (per-sample early stop).
+adversarial attack via random search", ECCV. L∞: start from vertical stripes of ±eps (one random
+sign per column and channel), then repeatedly propose a random square window whose perturbation
+is set to ±eps (one random sign per channel) and keep it if the margin loss on the target's scores
+decreases. The square covers a share p of the pixels; p starts at ``p_init`` and is halved at the
+paper's iterations {10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000} of a 10,000-query run,
+rescaled linearly to ``n_queries``. Only points not yet fooled are queried (per-sample early stop).
+
+L2 (the paper's Algorithm 3): the start is a grid of tiles of side ~h/5, each holding the paper's
+concentric-square pattern η with a random sign per tile and channel, scaled to norm eps. An update
+takes two random windows W1, W2 of the scheduled side; per channel W1 receives a new two-halved η
+pattern (halves of opposite sign, randomly transposed) plus its old content, rescaled so that W1
+carries all the mass of W1 ∪ W2 and the unused budget, while W2 is zeroed: the perturbation keeps
+norm eps before clipping to the bounds.
 
 Scores are ``target.predict_scores``: logits when the target has them, else probabilities. The
 loss is the margin ``s_y - max_{k≠y} s_k`` (untargeted) or ``max_{k≠t} s_k - s_t`` (targeted; the
 paper uses cross-entropy there), minimised. For non-image inputs of shape (d,) the "square" is a
-contiguous window of round(p·d) coordinates with one random sign. Query accounting: every forward
-pass counts one query per point, the clean pass included; no point is queried more than
-``n_queries`` times by the attack (``extra["queries"]`` per point; the template's final scoring pass
-comes on top). ``extra["success_by_query"][q]``: share of points fooled after q + 1 queries.
+contiguous window of round(p·d) coordinates. Query accounting: every forward pass counts one
+query per point, the clean pass included; no point is queried more than ``n_queries`` times by the
+attack (``extra["queries"]`` per point; the template's final scoring pass comes on top).
+``extra["success_by_query"][q]``: share of points fooled after q + 1 queries.
 """
 
 from __future__ import annotations
@@ -45,6 +52,31 @@ def margin_loss(scores: torch.Tensor, labels: torch.Tensor, targeted: bool) -> t
     return other - own if targeted else own - other
 
 
+def ring_pattern(a: int, b: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The paper's η on an a x b rectangle: concentric squares whose weights, sums of
+    1/(n + 1 - k)^2, grow toward the centre."""
+    n = max(a // 2, b // 2)
+    i = torch.arange(a, device=device)[:, None]
+    j = torch.arange(b, device=device)[None, :]
+    m = n - torch.maximum((i - a // 2).abs(), (j - b // 2).abs())  # rings from the outside
+    weights = torch.cumsum(1.0 / (n + 1 - torch.arange(n + 1, device=device, dtype=dtype)) ** 2, 0)
+    return weights[m.clamp(0, n)]
+
+
+def meta_pattern(sh: int, sw: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Two η halves of opposite sign (split along the rows, or the columns for a 1 x L window),
+    normalised to unit L2 norm."""
+    if sh >= 2:
+        h1 = sh // 2
+        eta = torch.cat([ring_pattern(h1, sw, device=device, dtype=dtype),
+                         -ring_pattern(sh - h1, sw, device=device, dtype=dtype)], 0)
+    else:
+        w1 = sw // 2
+        eta = torch.cat([ring_pattern(sh, w1, device=device, dtype=dtype),
+                         -ring_pattern(sh, sw - w1, device=device, dtype=dtype)], 1)
+    return eta / eta.norm()
+
+
 def _as_image(x: torch.Tensor) -> torch.Tensor:
     """View a batch as (N, C, H, W); vectors become (N, 1, 1, d)."""
     n, shape = x.shape[0], x.shape[1:]
@@ -56,9 +88,10 @@ def _as_image(x: torch.Tensor) -> torch.Tensor:
 @register("square", family="evasion")
 @dataclass(frozen=True, kw_only=True)
 class Square(EvasionAttack):
-    """Square Attack (Andriushchenko 2020), L∞: query-efficient score-based random search."""
+    """Square Attack (Andriushchenko 2020), L∞ or L2: query-efficient score-based random search."""
 
     requires = frozenset({"probabilities"})
+    suggest = None  # nothing in advkit needs less of a target than scores (labels-only: to come)
     eps: float = 0.1
     norm: float | str = math.inf
     n_queries: int = 1000  # the paper allows 10,000; raise it for a final evaluation
@@ -66,8 +99,8 @@ class Square(EvasionAttack):
 
     def __post_init__(self):
         check_range("eps", self.eps, lo=0)
-        if parse_norm(self.norm) != math.inf:
-            raise InvalidParameterError("norm", self.norm, "inf (L∞ only for now)")
+        if parse_norm(self.norm) not in (math.inf, 2.0):
+            raise InvalidParameterError("norm", self.norm, "inf or 2")
         check_range("n_queries", self.n_queries, lo=2, kind=int)
         check_range("p_init", self.p_init, lo=0, hi=1, lo_open=True)
 
@@ -76,11 +109,67 @@ class Square(EvasionAttack):
         dev = generator.device if generator is not None else device
         return torch.randint(0, high, shape, generator=generator, device=dev).to(device)
 
+    def _sign(self, shape, generator, like) -> torch.Tensor:
+        return (self._randint(2, shape, generator, like.device) * 2 - 1).to(like.dtype)
+
+    def _window(self, k, h, w, sh, sw, generator, device):
+        """Random (sh x sw) windows, one per sample: mask (k, 1, h, w) and corners."""
+        r = self._randint(h - sh + 1, (k,), generator, device)
+        s = self._randint(w - sw + 1, (k,), generator, device)
+        rh = torch.arange(h, device=device)[None] - r[:, None]
+        rw = torch.arange(w, device=device)[None] - s[:, None]
+        mask = ((rh >= 0) & (rh < sh))[:, None, :, None] & ((rw >= 0) & (rw < sw))[:, None, None, :]
+        return mask, rh.clamp(0, sh - 1), rw.clamp(0, sw - 1)
+
+    def _init(self, x0, lo, hi, generator):
+        k, c, h, w = x0.shape
+        if self.threat.p == math.inf:  # vertical stripes: one random sign per column and channel
+            return (x0 + self.eps * self._sign((k, c, 1, w), generator, x0)).clamp(lo, hi)
+        th, tw = max(h // 5, 1), max(w // 5, 1)  # L2: a grid of η tiles with random signs
+        nh, nw = h // th, w // tw
+        tiles = ring_pattern(th, tw, device=x0.device, dtype=x0.dtype).repeat(nh, nw)
+        signs = self._sign((k, c, nh, nw), generator, x0)
+        delta = signs.repeat_interleave(th, 2).repeat_interleave(tw, 3) * tiles
+        delta = torch.nn.functional.pad(delta, (0, w - nw * tw, 0, h - nh * th))
+        scale = self.eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        delta = delta * scale[:, None, None, None]
+        return (x0 + delta).clamp(lo, hi)
+
+    def _propose(self, x0, b, p, lo, hi, generator):
+        k, c, h, w = x0.shape
+        l2 = self.threat.p == 2.0
+        least = 2 if l2 else 1
+        if h == 1:  # a vector: a contiguous window of round(p·d) coordinates
+            sh, sw = 1, min(max(round(p * w), least), max(w - 1, least), w)
+        else:
+            sh = sw = min(max(round(math.sqrt(p * h * w)), least), max(min(h, w) - 1, least), h, w)
+        m1, rh, rw = self._window(k, h, w, sh, sw, generator, x0.device)
+        if not l2:
+            sign = self.eps * self._sign((k, c, 1, 1), generator, x0)
+            same = ((x0 + sign).clamp(lo, hi) == b).logical_or(~m1).flatten(1).all(1)
+            sign = torch.where(same[:, None, None, None], -sign, sign)  # never propose a no-op
+            return torch.where(m1, (x0 + sign).clamp(lo, hi), b)
+        m2 = self._window(k, h, w, sh, sw, generator, x0.device)[0]
+        eta = meta_pattern(sh, sw, device=x0.device, dtype=x0.dtype).expand(k, sh, sw)
+        if sh == sw:  # transpose the pattern for a random half of the samples
+            flip = self._randint(2, (k, 1, 1), generator, x0.device).bool()
+            eta = torch.where(flip, eta.transpose(1, 2), eta)
+        placed = eta.reshape(k, -1).gather(1, (rh[:, :, None] * sw + rw[:, None, :]).flatten(1))
+        placed = placed.reshape(k, 1, h, w) * m1
+        nu = b - x0
+        sq = lambda t: t.pow(2).sum((2, 3))  # noqa: E731 - per-channel squared norms
+        unused = (self.eps**2 - nu.pow(2).sum((1, 2, 3))).clamp_min(0)[:, None]
+        avail = (sq(nu * (m1 | m2)) + unused / c).sqrt()
+        new = self._sign((k, c, 1, 1), generator, x0) * placed
+        new = new + nu * m1 / sq(nu * m1).sqrt().clamp_min(1e-12)[..., None, None]
+        new = new / sq(new).sqrt().clamp_min(1e-12)[..., None, None] * avail[..., None, None]
+        return (x0 + nu * ~(m1 | m2) + new).clamp(lo, hi)
+
     def _perturb(self, target, x, y, goal, generator):
         lo, hi = target.contract.bounds
         xi = _as_image(x)
-        n, c, h, w = xi.shape
-        labels, targeted, eps = goal.labels_for(y), goal.targeted, self.eps
+        n = xi.shape[0]
+        labels, targeted = goal.labels_for(y), goal.targeted
         queries = torch.ones(n, dtype=torch.int64, device=x.device)
         trace = torch.zeros(self.n_queries, device=x.device)
         scores = target.predict_scores(x, check=False)
@@ -90,35 +179,21 @@ class Square(EvasionAttack):
         best = xi.clone()
         m_best = torch.full((n,), math.inf, device=x.device)
         idx = torch.nonzero(~done).squeeze(1)
-        if idx.numel():  # vertical stripes: one random sign per column and channel
-            bits = self._randint(2, (idx.numel(), c, 1, w), generator, x.device)
-            stripes = (bits * 2 - 1).to(x.dtype)
-            best[idx] = (xi[idx] + eps * stripes).clamp(lo, hi)
+        if idx.numel():
+            best[idx] = self._init(xi[idx], lo, hi, generator)
             scores = target.predict_scores(best[idx].reshape((-1,) + x.shape[1:]), check=False)
             queries[idx] += 1
             m_best[idx] = margin_loss(scores, labels[idx], targeted)
             done[idx] = goal.success(scores.argmax(1), y[idx])
         trace[1] = done.float().mean()
-        rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
         for i in range(self.n_queries - 2):
             idx = torch.nonzero(~done).squeeze(1)
             if idx.numel() == 0:
                 trace[i + 2:] = trace[i + 1]
                 break
-            k, p = idx.numel(), square_fraction(self.p_init, i, self.n_queries - 2)
-            if h == 1:  # a vector: a contiguous window of round(p·d) coordinates
-                sh, sw = 1, min(max(round(p * w), 1), max(w - 1, 1))
-            else:
-                sh = sw = min(max(round(math.sqrt(p * h * w)), 1), max(min(h, w) - 1, 1))
-            r = self._randint(h - sh + 1, (k,), generator, x.device)
-            s = self._randint(w - sw + 1, (k,), generator, x.device)
-            mask = (((rows >= r[:, None]) & (rows < r[:, None] + sh))[:, None, :, None]
-                    & ((cols >= s[:, None]) & (cols < s[:, None] + sw))[:, None, None, :])
-            sign = (self._randint(2, (k, c, 1, 1), generator, x.device) * 2 - 1).to(x.dtype)
-            x0, b = xi[idx], best[idx]
-            same = ((x0 + eps * sign).clamp(lo, hi) == b).logical_or(~mask).flatten(1).all(1)
-            sign = torch.where(same[:, None, None, None], -sign, sign)  # never propose a no-op
-            cand = torch.where(mask, (x0 + eps * sign).clamp(lo, hi), b)
+            p = square_fraction(self.p_init, i, self.n_queries - 2)
+            b = best[idx]
+            cand = self._propose(xi[idx], b, p, lo, hi, generator)
             scores = target.predict_scores(cand.reshape((-1,) + x.shape[1:]), check=False)
             queries[idx] += 1
             m = margin_loss(scores, labels[idx], targeted)

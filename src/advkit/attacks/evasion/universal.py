@@ -4,9 +4,10 @@ Moosavi-Dezfooli, Fawzi, Fawzi & Frossard (2017), "Universal adversarial perturb
 Algorithm 1. Start from v = 0 and pass over the data in a random order; for each point x_i that
 x_i + v does not fool yet, find a minimal extra perturbation Δv_i that sends x_i + v across the
 nearest decision boundary (a few DeepFool linearisation steps, Moosavi-Dezfooli, Fawzi & Frossard
-2016, written here for L2 and L∞), then project v + Δv_i onto the Lp ball of radius ``eps``. Stop
-when the fooling rate on the data reaches 1 - ``delta`` or after ``max_passes`` passes; the v with
-the highest fooling rate seen at the end of a pass is returned.
+2016, written here for L2 and L∞ and aware of the input bounds), then project v + Δv_i onto the
+Lp ball of radius ``eps``. Stop when the fooling rate on the data reaches 1 - ``delta`` or after
+``max_passes`` passes; the v with the highest fooling rate seen at the end of a pass is returned.
+``passes`` in the result counts samples differentiated divided by the batch size.
 
 Fooling rate (the paper's definition, reported everywhere here): the share of points whose
 predicted label changes, ``k(clip(x + v)) != k(x)``, measured against the clean prediction, not the
@@ -23,7 +24,7 @@ import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed
 from advkit.errors import InvalidParameterError, check_range
-from advkit.evaluation.metrics import Proportion, proportion
+from advkit.evaluation.metrics import Proportion, proportion, proportion_of
 from advkit.goals import Untargeted
 from advkit.registry import register
 from advkit.targets.base import Target
@@ -43,6 +44,11 @@ class UniversalPerturbation:
     eps: float
     data_passes: int
     target_class: int | None = None
+
+    @property
+    def fooling(self) -> Proportion:
+        """The fooling rate on the fitting data with its n and Wilson interval."""
+        return proportion_of(round(self.fooling_rate * self.n), self.n)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return (x + self.v.to(x.device, x.dtype)).clamp(*self.bounds)
@@ -90,7 +96,7 @@ class Universal(EvasionAttack):
 
     def _perturb(self, target, x, y, goal, generator):
         uap, clean, grads = self._fit(target, x, y, goal, generator)
-        extra = {"perturbation": uap.v, "fooling_rate": uap.fooling_rate,
+        extra = {"perturbation": uap.v, "fooling_rate": uap.fooling_rate, "fooling": uap.fooling,
                  "fooling_rate_definition": "share of points whose predicted label changes",
                  "data_passes": uap.data_passes}
         return Perturbed(uap.apply(x), clean_pred=clean, passes=math.ceil(grads / x.shape[0]),
@@ -99,7 +105,13 @@ class Universal(EvasionAttack):
     def _fit(self, target, x, y, goal, generator):
         ball = LpBall(norm=self.norm, eps=self.eps)
         lo, hi = target.contract.bounds
-        t = int(goal.labels_for(y[:1])[0]) if goal.targeted else None
+        t = None
+        if goal.targeted:
+            labels = goal.labels_for(y)
+            if not bool((labels == labels[0]).all()):
+                raise InvalidParameterError("goal", "per-sample targets",
+                                            "Targeted(t) with one class t for the whole batch")
+            t = int(labels[0])
         with torch.no_grad():
             clean = target.logits(x, check=False).argmax(1)
         v = torch.zeros_like(x[:1])
@@ -128,7 +140,8 @@ class Universal(EvasionAttack):
 
     def _deepfool(self, target, x0, k0, t, p, lo, hi):
         """Minimal (overshot) perturbation sending ``x0`` across the nearest boundary (or to
-        class ``t``), by DeepFool linearisation; returns it and the samples differentiated."""
+        class ``t``), by DeepFool linearisation; returns it and the samples differentiated.
+        Coordinates at a bound whose step would point out of the box are left out (box-aware)."""
         k = target.contract.n_classes
         r_tot = torch.zeros_like(x0)
         used = 0
@@ -147,6 +160,8 @@ class Universal(EvasionAttack):
             cand = torch.tensor([t] if t is not None else [j for j in range(k) if j != ref],
                                 device=x0.device)
             w = (jac[cand] - jac[ref]).flatten(1)
+            flat = xa.flatten(1)  # coordinates at a bound cannot move further out: drop them
+            w = w * ~(((flat <= lo) & (w < 0)) | ((flat >= hi) & (w > 0)))
             fd = (f[cand] - f[ref]).abs()
             wn = w.abs().sum(1) if p == math.inf else w.norm(dim=1)
             dist = fd / wn.clamp_min(1e-12)
