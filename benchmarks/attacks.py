@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import fwd_bwd_time, fwd_time, lenet_mnist, median_time  # noqa: E402
 
 from advkit import registry  # noqa: E402
-from advkit.targets.factory import target_for  # noqa: E402
+from advkit.models.io import target_for  # noqa: E402
 
 
 def main(argv=None) -> dict:

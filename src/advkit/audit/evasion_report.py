@@ -70,7 +70,10 @@ def example_grid(report: Report, x, y, clean_pred, target, info) -> Section | No
                    images=images, image_columns=k)
 
 
-def add_evasion_sections(report: Report, *, x, y, clean_pred, target, info) -> None:
+def add_evasion_sections(report: Report, *, x, y, clean_pred, target, info, unbounded: bool = True,
+                         generator: torch.Generator | None = None) -> None:
+    """Curves, the example grid and the validity checks (``unbounded`` adds one PGD run whose
+    ball covers the whole input range)."""
     groups = curves(report)
     report.sections.append(Section(
         title="Accuracy under attack",
@@ -80,7 +83,10 @@ def add_evasion_sections(report: Report, *, x, y, clean_pred, target, info) -> N
     grid = example_grid(report, x, y, clean_pred, target, info)
     if grid is not None:
         report.sections.append(grid)
+    by_norm: dict[str, dict[str, dict[float, object]]] = defaultdict(dict)
     for (attack, norm), scs in groups.items():
-        report.findings.append(checks.robust_accuracy_rises_with_eps(
-            [s.metrics["eps"] for s in scs], [s.metrics["robust_accuracy"].value for s in scs],
-            n=scs[0].metrics["robust_accuracy"].n, attack=f"{attack} ({norm})"))
+        by_norm[norm][attack] = {s.metrics["eps"]: s.metrics["robust_accuracy"] for s in scs}
+    for i, (norm, results) in enumerate(by_norm.items()):
+        report.findings.extend(checks.run_evasion_checks(
+            target, x, y, results, target_checks=i == 0, label=norm,
+            unbounded=unbounded and i == 0, generator=generator))

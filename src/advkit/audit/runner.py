@@ -140,5 +140,5 @@ def run_audit(spec: AuditSpec, *, out_dir: str | Path, spec_sha256: str, progres
         scenarios=scenarios,
     )
     evasion_report.add_evasion_sections(report, x=x, y=y, clean_pred=clean_pred, target=target,
-                                        info=ds.info)
+                                        info=ds.info, generator=_generator(spec.seed, "checks"))
     return report

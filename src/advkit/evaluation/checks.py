@@ -216,19 +216,22 @@ def _is_blackbox(name: str) -> bool:
 
 
 def run_evasion_checks(target: Target, x, y, results: Mapping[str, Mapping[float, object]], *,
-                       unbounded: bool = False, generator: torch.Generator | None = None
-                       ) -> list[Finding]:
+                       unbounded: bool = False, generator: torch.Generator | None = None,
+                       target_checks: bool = True, label: str = "") -> list[Finding]:
     """The cheap checks for one target: ``results[attack][eps]`` holds an ``EvasionResult`` or a
     robust-accuracy ``Proportion``. Runs the target checks, the eps-monotonicity check per attack
     and, per eps, FGSM vs the best iterative white-box attack and the best black-box attack vs the
-    best white-box one; ``unbounded=True`` adds the unbounded-PGD check (one more attack run)."""
+    best white-box one; ``unbounded=True`` adds the unbounded-PGD check (one more attack run).
+    ``target_checks=False`` skips the three checks of the target itself (when already run);
+    ``label`` (e.g. the norm) is appended to each finding's scenario."""
     out = [probabilities_instead_of_logits(target, x), random_forward(target, x),
-           zero_or_nan_gradients(target, x, y)]
+           zero_or_nan_gradients(target, x, y)] if target_checks else []
+    sfx = f" ({label})" if label else ""
     for name, by_eps in results.items():
         if len(by_eps) >= 2:
             eps = list(by_eps)
             out.append(robust_accuracy_rises_with_eps(eps, [by_eps[e] for e in eps],
-                                                      scenario=name))
+                                                      scenario=name + sfx))
     for eps in sorted({e for by_eps in results.values() for e in by_eps}):
         at = {name: _acc(r[eps], None) for name, r in results.items() if eps in r}
         white = {k: v for k, v in at.items() if not _is_blackbox(k)}
@@ -238,13 +241,13 @@ def run_evasion_checks(target: Target, x, y, results: Mapping[str, Mapping[float
             best = min(iterative, key=lambda k: iterative[k][0])
             out.append(single_step_beats_iterative(
                 white["fgsm"][0], iterative[best][0], min(white["fgsm"][1], iterative[best][1]),
-                scenario=f"fgsm vs {best} @ eps={eps:g}"))
+                scenario=f"fgsm vs {best} @ eps={eps:g}{sfx}"))
         if white and black:
             bw = min(white, key=lambda k: white[k][0])
             bb = min(black, key=lambda k: black[k][0])
             out.append(blackbox_beats_whitebox(
                 black[bb][0], white[bw][0], min(black[bb][1], white[bw][1]),
-                scenario=f"{bb} vs {bw} @ eps={eps:g}"))
+                scenario=f"{bb} vs {bw} @ eps={eps:g}{sfx}"))
     if unbounded and target.capabilities.gradients:
         out.append(not_zero_at_unbounded(target, x, y, generator=generator))
     return out

@@ -16,6 +16,11 @@ weights). ``load_model`` reads, by content rather than by file name:
   passes ``allow_dangerous=True``: trusting where a file came from is not the same as accepting a
   file that plainly carries a payload, which is what such imports mean in a model file.
 
+Each loader reads what the scan read: the format is decided by the leading bytes, as the loaders
+themselves decide (a pickle with a zip archive appended is a pickle). Not covered: a file changed
+between the scan and the load by someone who can write to it, and code a pickle runs through
+globals the danger list does not know, which is why any pickle needs ``trust_pickle``.
+
 Errors: ``UnsafeModelError`` for safety refusals only; ``InvalidParameterError`` when an argument
 itself is wrong (a path that does not exist, a model ``save_model`` cannot describe);
 ``InputContractError`` when a file's content is wrong (no config, an unknown zoo name, weights that
@@ -41,7 +46,10 @@ from advkit.errors import (
     InvalidParameterError,
     UnsafeModelError,
 )
-from advkit.models.pickle_scan import ScanResult, scan_model_file, sha256_file
+from advkit.models.scan import ScanResult, scan_model_file, sha256_file
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LoadedModel", "ScanResult", "load_model", "save_model",
+           "scan_model_file", "sha256_file", "target_for"]
 from advkit.models.zoo import ZOO_NAMES, build
 
 CONFIG_NAME = "config.json"
@@ -76,7 +84,8 @@ def save_model(model: nn.Module, out_dir, *, dataset_info=None, extra: dict | No
         )
     info = dataset_info.as_dict() if hasattr(dataset_info, "as_dict") else dataset_info
     if info is not None and not isinstance(info, dict):
-        raise InvalidParameterError("dataset_info", type(info).__name__, "a DatasetInfo, a dict or None")
+        raise InvalidParameterError("dataset_info", type(info).__name__,
+                                    "a DatasetInfo, a dict or None")
     if info and (tuple(info.get("shape", ())) != tuple(cfg["input_shape"])
                  or info.get("n_classes") != cfg["n_classes"]):
         raise InvalidParameterError(
@@ -86,7 +95,8 @@ def save_model(model: nn.Module, out_dir, *, dataset_info=None, extra: dict | No
     try:
         json.dumps(extra)
     except (TypeError, ValueError) as exc:
-        raise InvalidParameterError("extra", type(extra).__name__, f"JSON-serializable data ({exc})") from exc
+        raise InvalidParameterError("extra", type(extra).__name__,
+                                    f"JSON-serializable data ({exc})") from exc
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidParameterError("out_dir", str(out), "a folder (this path is a file)")
@@ -135,26 +145,30 @@ def load_model(path, *, trust_pickle: bool = False, allow_dangerous: bool = Fals
         return _load_safetensors(p / WEIGHTS_NAME, _read_config(cfg_path), cfg_path)
     res = scan_model_file(p)
     if res.format == "unknown":
+        why = "; ".join(res.issues) or "unrecognized content"
         raise InputContractError(
-            f"{p} is not a model format advkit can read ({'; '.join(res.issues) or 'unknown content'}); "
-            "expected an advkit model folder, .safetensors with config.json, a TorchScript archive, "
-            "a skops file, or a pickle-based file (torch.save, joblib, pickle)"
+            f"{p} is not a model format advkit can read ({why}); expected an advkit model folder, "
+            ".safetensors with config.json, a TorchScript archive, a skops file, or a "
+            "pickle-based file (torch.save, joblib, pickle)"
         )
     if res.format == "safetensors":
         cfg_path = p.parent / CONFIG_NAME
         if not cfg_path.is_file():
             raise InputContractError(
-                f"{p} holds weights only and no {CONFIG_NAME} lies beside it to say the architecture; "
+                f"{p} holds weights only and no {CONFIG_NAME} beside it says the architecture; "
                 "put the config.json written by save_model next to it, or load its folder"
             )
         return _load_safetensors(p, _read_config(cfg_path), cfg_path)
     _gate(res, trust_pickle, allow_dangerous)
     if res.format == "torchscript":
         try:
-            model = torch.jit.load(str(p), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*jit.load.*deprecated")
+                model = torch.jit.load(str(p), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - any failure means a broken archive
             raise InputContractError(f"{p} is not a loadable TorchScript archive: {exc}") from exc
-        return LoadedModel("torchscript", model.eval(), {"format": "torchscript"}, res.sha256, p, res)
+        return LoadedModel("torchscript", model.eval(), {"format": "torchscript"}, res.sha256, p,
+                           res)
     if res.format == "skops":
         import skops.io as sio
 
@@ -168,7 +182,8 @@ def load_model(path, *, trust_pickle: bool = False, allow_dangerous: bool = Fals
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:  # it holds more than tensors: needs the full unpickler
-            obj = torch.load(p, map_location="cpu", weights_only=False)  # safe: user passed trust_pickle
+            # safe: user passed trust_pickle
+            obj = torch.load(p, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001
             raise InputContractError(f"{p} is not a loadable torch.save file: {exc}") from exc
         return _wrap(obj, p, res)
@@ -199,63 +214,79 @@ def target_for(model, ds, *, batch_size: int = 256):
         return TorchTarget(contract=contract, model=model, batch_size=batch_size)
     if hasattr(model, "predict"):
         return SklearnTarget(contract=contract, estimator=model, batch_size=batch_size)
-    raise InvalidParameterError("model", type(model).__name__, "a torch.nn.Module or a fitted estimator")
+    raise InvalidParameterError("model", type(model).__name__,
+                                "a torch.nn.Module or a fitted estimator")
 
 
 def _gate(res: ScanResult, trust_pickle: bool, allow_dangerous: bool) -> None:
     """Refuse (UnsafeModelError) or allow with a warning, according to the scan and the flags."""
     dangerous = res.verdict == "dangerous"
-    if dangerous and not (trust_pickle and allow_dangerous):
+    refused = dangerous and not (trust_pickle and allow_dangerous)
+    if refused or (res.needs_trust and not trust_pickle):
         raise UnsafeModelError(_refusal(res, trusted=trust_pickle))
-    if res.needs_trust and not trust_pickle:
-        raise UnsafeModelError(_refusal(res, trusted=False))
     if res.needs_trust or dangerous:
         what = "; ".join(f"{g} ({r})" for g, r in res.dangerous.items()) or "none found"
-        other = ", ".join(res.unknown) or "none"
         warnings.warn(
-            f"loading {res.path} ({res.format}) because trust_pickle=True was passed explicitly: "
-            f"loading it can run any code it carries. Dangerous imports: {what}. "
-            f"Imports the scan does not recognize: {other}.",
+            f"loading {res.path} ({res.format}) because trust_pickle=True was passed explicitly"
+            + (" with allow_dangerous=True" if dangerous else "") + ": " + _RISK[_risk(res)]
+            + f". Dangerous imports: {what}. Imports the scan does not recognize: "
+            + (", ".join(res.unknown) or "none") + ".",
             AdvkitWarning, stacklevel=3,
         )
 
 
-def _convert_hint(fmt: str) -> str:
-    if fmt in ("torch", "torchscript"):
-        return (
-            "in a sandbox you trust, load it once and re-save it safely: rebuild the architecture "
-            "with advkit.models.build(...), load the state_dict into it and call "
-            "advkit.models.save_model(model, out_dir) (safetensors + config.json; `advkit train` "
-            "writes this format), or export it with torch.jit.save(torch.jit.script(model), path)"
-        )
-    return (
-        "in a sandbox you trust, load it once and re-save the estimator with skops: "
-        "skops.io.dump(estimator, 'model.skops')"
-    )
+_RISK = {
+    "pickle": "loading a pickle runs arbitrary code chosen by whoever made the file",
+    "skops": "skops builds these types while loading, and building an arbitrary type can run its "
+             "code",
+    "torchscript": "a TorchScript archive's pickled data should import only torch types",
+}
+
+
+def _risk(res: ScanResult) -> str:
+    return res.format if res.format in _RISK else "pickle"
 
 
 def _refusal(res: ScanResult, *, trusted: bool) -> str:
+    """The UnsafeModelError message: what the file is, the risk, what the scan found, the fix."""
     kind = {"skops": "a skops file with types skops does not trust by default",
-            "torchscript": "a TorchScript archive"}.get(res.format, f"a pickle-based file ({res.format})")
-    if res.dangerous:
+            "torchscript": "a TorchScript archive"}.get(res.format,
+                                                         f"a pickle-based file ({res.format})")
+    head = (f"refusing to load {res.path}: it is {kind}, and {_RISK[_risk(res)]} (model files "
+            "are untrusted input). ")
+    if res.format == "skops" and not res.dangerous:
+        found = f"Untrusted types: {', '.join(res.globals)}. "
+    elif res.dangerous:
         found = "The scan found dangerous imports: " + "; ".join(
-            f"{g} ({r})" for g, r in res.dangerous.items()) + "."
+            f"{g} ({r})" for g, r in res.dangerous.items()) + ". "
     elif not res.complete:
-        found = "The scan could not read the whole file (" + "; ".join(res.issues) + "), so what it " \
-            "would run is unknown."
+        found = (f"The scan could not read the whole file ({'; '.join(res.issues)}), so what "
+                 "loading it would run is unknown. ")
     else:
-        found = ("The scan found no known-dangerous imports, but the format can still execute code "
-                 "the scan does not recognize" + (f" (unrecognized: {', '.join(res.unknown)})"
-                                                  if res.unknown else "") + ".")
-    head = (f"refusing to load {res.path}: it is {kind}, and loading a pickle runs arbitrary code "
-            "chosen by whoever made the file (model files are untrusted input). ")
-    if trusted:
-        return (head + found + " trust_pickle=True was passed, but these imports have no place in a "
-                "model file and suggest a malicious payload; if you are certain (you wrote this file "
-                "and know why it imports them), also pass allow_dangerous=True. Safer: "
-                + _convert_hint(res.format) + ".")
-    return (head + found + " Convert it to a safe format: " + _convert_hint(res.format)
-            + ". If you made this file or trust its source completely, pass trust_pickle=True.")
+        other = f" (unrecognized: {', '.join(res.unknown)})" if res.unknown else ""
+        found = ("The scan found no known-dangerous imports, but the format can still execute "
+                 f"code the scan does not recognize{other}. ")
+    if res.verdict == "dangerous":
+        fix = ("Such imports have no place in a model file and suggest a malicious payload"
+               + ("; trust_pickle=True alone does not allow it" if trusted else "")
+               + ". Only if you are certain (you wrote this file and know why it imports them), "
+               "pass trust_pickle=True and allow_dangerous=True.")
+    elif res.format == "skops":
+        fix = ("Check that these are types you expect in this model; if they are and you trust "
+               "the file's source, pass trust_pickle=True.")
+    else:
+        fix = "If you made this file or trust its source completely, pass trust_pickle=True."
+    if res.format == "skops":
+        return head + found + fix
+    if res.format in ("torch", "torchscript"):
+        convert = ("rebuild the architecture with advkit.models.build(...), load the state_dict "
+                   "into it and call advkit.models.save_model(model, out_dir) (safetensors + "
+                   "config.json, the format `advkit train` writes), or export it with "
+                   "torch.jit.save(torch.jit.script(model), path)")
+    else:
+        convert = "re-save the estimator with skops: skops.io.dump(estimator, 'model.skops')"
+    return (head + found + fix + " To convert it to a safe format, load it once in a sandbox "
+            "you trust and " + convert + ".")
 
 
 def _read_config(cfg_path: Path) -> dict:
@@ -270,8 +301,8 @@ def _read_config(cfg_path: Path) -> dict:
     for key, kind in (("zoo", str), ("input_shape", list), ("n_classes", int), ("kwargs", dict)):
         if not isinstance(config.get(key), kind):
             raise InputContractError(
-                f"{cfg_path}: the key {key!r} is missing or not a {kind.__name__}; a config written by "
-                "save_model has zoo, input_shape, n_classes and kwargs"
+                f"{cfg_path}: the key {key!r} is missing or not a {kind.__name__}; a config "
+                "written by save_model has zoo, input_shape, n_classes and kwargs"
             )
     if config["zoo"] not in ZOO_NAMES:
         raise InputContractError(
@@ -286,7 +317,8 @@ def _build(config: dict, cfg_path: Path) -> nn.Module:
         return build(config["zoo"], input_shape=tuple(config["input_shape"]),
                      n_classes=config["n_classes"], **config["kwargs"])
     except InvalidParameterError as exc:
-        raise InputContractError(f"{cfg_path} describes a model that cannot be built: {exc}") from exc
+        raise InputContractError(f"{cfg_path} describes a model that cannot be built: {exc}") \
+            from exc
 
 
 def _load_safetensors(weights: Path, config: dict, cfg_path: Path) -> LoadedModel:
@@ -294,14 +326,15 @@ def _load_safetensors(weights: Path, config: dict, cfg_path: Path) -> LoadedMode
     from safetensors.torch import load_file
 
     if not weights.is_file():
-        raise InputContractError(f"the weights file {weights} is missing (its config is {cfg_path})")
+        raise InputContractError(f"the weights file {weights} is missing (config: {cfg_path})")
     sha = sha256_file(weights)
     recorded = config.get("weights_sha256")
     if recorded and recorded != sha:
         raise InputContractError(
-            f"{weights} does not match the SHA-256 recorded in {cfg_path} ({recorded[:12]}..., file "
-            f"{sha[:12]}...): it was changed after saving, or the two come from different saves; "
-            "re-save with save_model (or delete weights_sha256 from the config if the change is yours)"
+            f"{weights} does not match the SHA-256 recorded in {cfg_path} ({recorded[:12]}..., "
+            f"file {sha[:12]}...): it was changed after saving, or the two come from different "
+            "saves; re-save with save_model (or delete weights_sha256 from the config if the "
+            "change is yours)"
         )
     with torch.device("meta"):  # the architecture only: nothing is allocated until shapes match
         model = _build(config, cfg_path)
@@ -321,8 +354,8 @@ def _load_safetensors(weights: Path, config: dict, cfg_path: Path) -> LoadedMode
                  "wrong shapes " + ", ".join(f"{k}: file {found[k]} vs model {expected[k]}"
                                              for k in wrong[:5]) if wrong else ""]
         raise InputContractError(
-            f"the weights in {weights} do not fit the {config['zoo']!r} model its config describes: "
-            + "; ".join(p for p in parts if p) + ". Re-save the model with save_model."
+            f"the weights in {weights} do not fit the {config['zoo']!r} model its config "
+            "describes: " + "; ".join(p for p in parts if p) + ". Re-save it with save_model."
         )
     sd = model.state_dict()
     tensors = {k: v.to(sd[k].dtype) if v.is_floating_point() else v for k, v in tensors.items()}
@@ -341,8 +374,8 @@ def _wrap(obj, p: Path, res: ScanResult) -> LoadedModel:
             cfg_path = p.parent / CONFIG_NAME
             if not cfg_path.is_file():
                 raise InputContractError(
-                    f"{p} holds a state dict ({len(sd)} tensors) but no {CONFIG_NAME} beside it says "
-                    "which architecture it belongs to; rebuild the model in code and call "
+                    f"{p} holds a state dict ({len(sd)} tensors) but no {CONFIG_NAME} beside "
+                    "it says which architecture it belongs to; rebuild the model in code and call "
                     "model.load_state_dict, or save it with advkit's save_model"
                 )
             config = _read_config(cfg_path)
@@ -350,8 +383,10 @@ def _wrap(obj, p: Path, res: ScanResult) -> LoadedModel:
             try:
                 model.load_state_dict(sd, strict=True)
             except RuntimeError as exc:
-                raise InputContractError(f"{p} does not fit the model in {cfg_path}: {exc}") from exc
-            return LoadedModel("torch", model.eval(), {**config, "format": res.format}, res.sha256, p, res)
+                raise InputContractError(f"{p} does not fit the model in {cfg_path}: {exc}") \
+                    from exc
+            config = {**config, "format": res.format}
+            return LoadedModel("torch", model.eval(), config, res.sha256, p, res)
     if hasattr(obj, "predict") and not isinstance(obj, type):
         return LoadedModel("sklearn", obj, {"format": res.format}, res.sha256, p, res)
     raise InputContractError(f"{p} holds a {type(obj).__name__}, not a model")

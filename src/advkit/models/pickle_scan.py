@@ -18,14 +18,10 @@ none of them can still execute code, which is why loading any pickle needs expli
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import io
-import lzma
 import math
 import pickletools
 import zipfile
-import zlib
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,16 +89,27 @@ _NUMPY_SCALARS = frozenset("float64 float32 float16 int64 int32 int16 int8 uint8
                            "uint64 bool_ str_ bytes_".split())
 _JOBLIB_WRAPPERS = frozenset({"joblib.numpy_pickle.NumpyArrayWrapper",
                               "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper"})
-_PY2_MODULES = {"__builtin__": "builtins", "exceptions": "builtins", "copy_reg": "copyreg"}
 _TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of a legacy (non-zip) torch.save file
 UNRESOLVED = "<unresolved>"
 
 
 def classify(module: str, name: str) -> tuple[str, str]:
-    """``("dangerous" | "known" | "unknown", reason)`` for the global ``name`` of ``module``."""
+    """``("dangerous" | "known" | "unknown", reason)`` for the global ``name`` of ``module``.
+
+    Pickles of protocol < 3 name Python 2 modules that the unpickler maps to Python 3 ones
+    (``__builtin__.eval`` is ``builtins.eval``): a global is dangerous if either name is.
+    """
     if module == UNRESOLVED:
         return "dangerous", "its name is computed while loading, which hides what it imports"
-    module = _PY2_MODULES.get(module, module)
+    mapped = NAME_MAPPING.get((module, name)) or (IMPORT_MAPPING.get(module, module), name)
+    verdict = _classify(*mapped)
+    if verdict[0] != "dangerous" and mapped != (module, name):
+        raw = _classify(module, name)
+        verdict = raw if raw[0] == "dangerous" else verdict
+    return verdict
+
+
+def _classify(module: str, name: str) -> tuple[str, str]:
     full = f"{module}.{name}"
     if module == "builtins":
         if name in _SAFE_BUILTINS:
@@ -130,12 +137,6 @@ def classify(module: str, name: str) -> tuple[str, str]:
     return "unknown", ""
 
 
-def classify_qualified(qualified: str) -> tuple[str, str]:
-    """:func:`classify` for a dotted ``"package.module.name"`` (as skops reports types)."""
-    module, _, name = qualified.rpartition(".")
-    return classify(module, name)
-
-
 
 @dataclass
 class PickleScan:
@@ -150,8 +151,7 @@ class PickleScan:
     torch_legacy: bool = False
 
     def add(self, module: str, name: str) -> None:
-        key = (_PY2_MODULES.get(module, module), name)
-        self.found[key] = self.found.get(key, 0) + 1
+        self.found[(module, name)] = self.found.get((module, name), 0) + 1
 
     def fail(self, where: str, exc: Exception | str) -> None:
         self.complete = False
@@ -195,17 +195,23 @@ class _Dict:  # a dict under construction: keys may be symbols, so a list of pai
         return next((v for k, v in reversed(self.pairs) if isinstance(k, str) and k == key), None)
 
 
-_OPAQUE = object()
-_PUSH_ARG = frozenset({
-    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING",
-    "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "UNICODE",
-    "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "FLOAT", "BINFLOAT",
-})
+_OPAQUE = object()  # a value the scan does not track
+
+
+def _pairs(items: list) -> list:
+    return list(zip(items[::2], items[1::2], strict=False))
+
+
 _CONST = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 
 
 class _Machine:
-    """Symbolic execution of one pickle: stack, mark stack and memo; never imports or calls."""
+    """Symbolic execution of one pickle: stack, marks and memo; it never imports or calls.
+
+    Opcodes that build values the scan needs (tuples, dicts, strings, numbers: the operands of
+    STACK_GLOBAL and joblib's array headers) and those that import or call are modelled exactly;
+    every other opcode gets its stack effect from ``pickletools``' own opcode table.
+    """
 
     def __init__(self, stream, scan: PickleScan, depth: int):
         self.stream, self.scan, self.depth = stream, scan, depth
@@ -213,10 +219,18 @@ class _Machine:
         self.marks: list[int] = []
         self.memo: dict = {}
 
+    def _at_mark(self) -> bool:
+        return not self.stack or bool(self.marks and len(self.stack) == self.marks[-1])
+
     def pop(self):
-        if not self.stack or (self.marks and len(self.stack) == self.marks[-1]):
+        if self._at_mark():
             raise _Malformed("stack underflow")
         return self.stack.pop()
+
+    def top(self):
+        if self._at_mark():
+            raise _Malformed("stack underflow")
+        return self.stack[-1]
 
     def pop_mark(self) -> list:
         if not self.marks:
@@ -226,121 +240,86 @@ class _Machine:
         del self.stack[m:]
         return items
 
-    def top(self):
-        if not self.stack or (self.marks and len(self.stack) == self.marks[-1]):
-            raise _Malformed("stack underflow")
-        return self.stack[-1]
-
     def global_(self, module, name) -> _G:
         if isinstance(module, str) and isinstance(name, str):
             self.scan.add(module, name)
-            return _G(f"{_PY2_MODULES.get(module, module)}.{name}")
+            return _G(f"{module}.{name}")
         self.scan.add(UNRESOLVED, "STACK_GLOBAL")
         return _G(UNRESOLVED)
 
+    def generic(self, op) -> None:
+        before = op.stack_before
+        if pickletools.markobject in before:
+            self.pop_mark()
+            before = before[:before.index(pickletools.markobject)]
+        for _ in before:
+            self.pop()
+        self.stack.extend([_OPAQUE] * len(op.stack_after))
+
     def run(self) -> object:
-        """Execute opcodes to STOP; return the symbolic result."""
+        """Execute opcodes up to STOP; return the symbolic result."""
+        st = self.stack
         for op, arg, _pos in pickletools.genops(self.stream):
             name = op.name
-            st = self.stack
-            if name in _PUSH_ARG:
-                st.append(arg)
-            elif name in _CONST:
-                st.append(_CONST[name])
-            elif name == "MARK":
-                self.marks.append(len(st))
-            elif name == "EMPTY_TUPLE":
-                st.append(())
-            elif name == "EMPTY_DICT":
-                st.append(_Dict())
-            elif name in ("EMPTY_LIST", "EMPTY_SET"):
-                st.append([])
-            elif name == "TUPLE":
-                st.append(tuple(self.pop_mark()))
-            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-                n = int(name[-1])
-                items = [self.pop() for _ in range(n)][::-1]
-                st.append(tuple(items))
-            elif name in ("LIST", "FROZENSET"):
-                st.append(list(self.pop_mark()))
-            elif name == "DICT":
-                items = self.pop_mark()
-                st.append(_Dict(list(zip(items[::2], items[1::2], strict=False))))
-            elif name == "APPEND":
-                v = self.pop()
-                if isinstance(self.top(), list):
-                    self.top().append(v)
-            elif name in ("APPENDS", "ADDITEMS"):
-                items = self.pop_mark()
-                if isinstance(self.top(), list):
-                    self.top().extend(items)
-            elif name == "SETITEM":
-                v, k = self.pop(), self.pop()
-                if isinstance(self.top(), _Dict):
-                    self.top().pairs.append((k, v))
-            elif name == "SETITEMS":
-                items = self.pop_mark()
-                if isinstance(self.top(), _Dict):
-                    self.top().pairs.extend(zip(items[::2], items[1::2], strict=False))
-            elif name == "POP":
-                if st and not (self.marks and len(st) == self.marks[-1]):
-                    st.pop()
-                else:
-                    self.pop_mark()
-            elif name == "DUP":
-                st.append(self.top())
-            elif name == "POP_MARK":
-                self.pop_mark()
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                self.memo[arg] = self.top()
-            elif name == "MEMOIZE":
-                self.memo[len(self.memo)] = self.top()
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                if arg not in self.memo:
-                    raise _Malformed(f"memo key {arg} is not defined")
-                st.append(self.memo[arg])
-            elif name == "GLOBAL":
+            if name in ("GLOBAL", "INST"):
                 module, _, gname = arg.partition(" ")
-                st.append(self.global_(module, gname))
+                g = self.global_(module, gname)
+                st.append(g if name == "GLOBAL" else _Call(g, tuple(self.pop_mark())))
             elif name == "STACK_GLOBAL":
                 gname, module = self.pop(), self.pop()
                 st.append(self.global_(module, gname))
-            elif name == "INST":
-                module, _, gname = arg.partition(" ")
-                st.append(_Call(self.global_(module, gname), tuple(self.pop_mark())))
+            elif name in ("REDUCE", "NEWOBJ", "NEWOBJ_EX"):
+                if name == "NEWOBJ_EX":
+                    self.pop()  # keyword arguments
+                args = self.pop()
+                st.append(_Call(self.pop(), args))
             elif name == "OBJ":
                 items = self.pop_mark()
                 if not items:
                     raise _Malformed("OBJ without a class")
                 st.append(_Call(items[0], tuple(items[1:])))
-            elif name in ("REDUCE", "NEWOBJ"):
-                args = self.pop()
-                st.append(_Call(self.pop(), args))
-            elif name == "NEWOBJ_EX":
-                self.pop()
-                args = self.pop()
-                st.append(_Call(self.pop(), args))
             elif name == "BUILD":
-                state = self.pop()
-                obj = self.top()
+                state, obj = self.pop(), self.top()
                 if isinstance(obj, _Call):
                     obj.state = state
                     if isinstance(obj.func, _G) and obj.func.qualified in _JOBLIB_WRAPPERS:
                         self._joblib_array(state)
-            elif name in ("EXT1", "EXT2", "EXT4"):
-                self.scan.add(UNRESOLVED, f"extension-registry-code-{arg}")
+            elif name in ("EXT1", "EXT2", "EXT4"):  # a global looked up in copyreg's registry
+                self.scan.add(UNRESOLVED, f"extension-code-{arg}")
                 st.append(_OPAQUE)
-            elif name in ("PERSID", "NEXT_BUFFER"):
-                st.append(_OPAQUE)
-            elif name == "BINPERSID":
-                self.pop()
-                st.append(_OPAQUE)
-            elif name in ("PROTO", "FRAME", "READONLY_BUFFER"):
-                pass
+            elif name == "MARK":
+                self.marks.append(len(st))
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                self.memo[len(self.memo) if name == "MEMOIZE" else arg] = self.top()
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                if arg not in self.memo:
+                    raise _Malformed(f"memo key {arg} is not defined")
+                st.append(self.memo[arg])
+            elif name == "DUP":
+                st.append(self.top())
+            elif name == "POP":
+                st.pop() if not self._at_mark() else self.pop_mark()
+            elif name == "TUPLE":
+                st.append(tuple(self.pop_mark()))
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                items = [self.pop() for _ in range(int(name[-1]))]
+                st.append(tuple(reversed(items)))
+            elif name == "EMPTY_TUPLE":
+                st.append(())
+            elif name in ("EMPTY_DICT", "DICT"):
+                st.append(_Dict(_pairs(self.pop_mark() if name == "DICT" else [])))
+            elif name in ("SETITEM", "SETITEMS"):
+                items = self.pop_mark() if name == "SETITEMS" else [self.pop(), self.pop()][::-1]
+                if isinstance(self.top(), _Dict):
+                    self.top().pairs.extend(_pairs(items))
+            elif name in _CONST:
+                st.append(_CONST[name])
             elif name == "STOP":
                 return self.pop()
+            elif arg is not None and not op.stack_before and len(op.stack_after) == 1:
+                st.append(arg)  # numbers, strings, bytes (PERSID: its id string)
             else:
-                raise _Malformed(f"unsupported opcode {name}")
+                self.generic(op)
         raise _Malformed("pickle ended without STOP")
 
     def _joblib_array(self, state) -> None:
@@ -383,60 +362,6 @@ def _skip(stream, n: int) -> None:
         n -= got
 
 
-class _ZlibRaw(io.RawIOBase):
-    """A raw zlib stream (joblib's default compressor), decompressed as it is read."""
-
-    def __init__(self, f):
-        self._f, self._d, self._pos = f, zlib.decompressobj(), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        data = b""
-        while not data and not self._d.eof:
-            src = self._d.unconsumed_tail or self._f.read(1 << 16)
-            if not src:
-                break
-            data = self._d.decompress(src, len(b))
-        b[:len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self._pos
-
-    def close(self) -> None:
-        self._f.close()
-        super().close()
-
-
-def compression(head: bytes) -> str | None:
-    """The compressor whose magic bytes start ``head``, if any (joblib's formats)."""
-    if head[:2] == b"\x1f\x8b":
-        return "gzip"
-    if head[:3] == b"BZh":
-        return "bz2"
-    if head[:6] == b"\xfd7zXZ\x00" or head[:3] == b"\x5d\x00\x00":
-        return "lzma"
-    if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
-        return "zlib"
-    return None
-
-
-def open_decompressed(path, kind: str | None):
-    """A readable binary stream of ``path``'s content, decompressed when ``kind`` says so."""
-    if kind is None:
-        return open(path, "rb")
-    if kind == "gzip":
-        return gzip.open(path, "rb")
-    if kind == "bz2":
-        return bz2.open(path, "rb")
-    if kind == "lzma":
-        return lzma.open(path, "rb")
-    return io.BufferedReader(_ZlibRaw(open(path, "rb")))
-
-
 def scan_stream(stream, scan: PickleScan, where: str) -> None:
     """Scan the pickle at the start of ``stream`` into ``scan`` (and, when it is the magic number of
     a legacy ``torch.save`` file, the four pickles that follow it, as ``torch.load`` reads them)."""
@@ -453,7 +378,7 @@ def scan_stream(stream, scan: PickleScan, where: str) -> None:
             return
 
 
-def scan_zip(path, scan: PickleScan) -> list[str]:
+def _scan_zip(path, scan: PickleScan) -> list[str]:
     """Scan every ``*.pkl`` member of the zip archive at ``path``; return the member names."""
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()

@@ -19,7 +19,8 @@ from torch import nn
 from advkit.errors import AdvkitError, InputContractError, InvalidParameterError, check_range
 from advkit.targets.torch import module_device
 
-BatchHook = Callable[[torch.Tensor, torch.Tensor, nn.Module], "tuple[torch.Tensor, torch.Tensor] | None"]
+BatchHook = Callable[[torch.Tensor, torch.Tensor, nn.Module],
+                     "tuple[torch.Tensor, torch.Tensor] | None"]
 
 
 @dataclass
@@ -41,29 +42,33 @@ class TrainHistory:
 
 
 def _as_tensors(x, y) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    if isinstance(y, np.ndarray):
-        y = torch.from_numpy(np.asarray(y).astype(np.int64))
+    try:
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if isinstance(y, np.ndarray):
+            y = torch.from_numpy(np.array(y))  # a float array is refused below, not truncated
+    except (TypeError, ValueError) as exc:
+        raise InputContractError(f"x and y must be numeric arrays: {exc}") from exc
     if not isinstance(x, torch.Tensor):
-        raise InvalidParameterError("x", type(x).__name__, "a torch.Tensor or numpy array of inputs")
+        raise InvalidParameterError("x", type(x).__name__, "a tensor or numpy array of inputs")
     if not isinstance(y, torch.Tensor):
-        raise InvalidParameterError("y", type(y).__name__, "a torch.Tensor or numpy array of labels")
+        raise InvalidParameterError("y", type(y).__name__, "a tensor or numpy array of labels")
     if not x.is_floating_point():
         x = x.float()
     if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
         raise InputContractError(
-            f"labels must be a 1-D integer tensor of class indices, got shape {tuple(y.shape)} dtype "
-            f"{y.dtype}; fix: pass y as int64 class indices (not one-hot)"
+            f"labels must be a 1-D integer tensor of class indices, got shape {tuple(y.shape)} "
+            f"dtype {y.dtype}; fix: pass y as int64 class indices (not one-hot)"
         )
     if x.dim() < 2 or x.shape[0] != y.shape[0]:
         raise InputContractError(
-            f"x has shape {tuple(x.shape)} but y has {y.shape[0]} labels; x must be (N, ...) with N = len(y)"
+            f"x has shape {tuple(x.shape)} but y has {y.shape[0]} labels; x must be (N, ...) "
+            "with N = len(y)"
         )
     if x.shape[0] == 0:
         raise InputContractError("no training data: x and y are empty")
     if not torch.isfinite(x).all():
-        raise InputContractError("x contains NaN or inf; clean or impute the inputs before training")
+        raise InputContractError("x contains NaN or inf; clean or impute the inputs first")
     if (y < 0).any():
         raise InputContractError(f"labels must be class indices >= 0, found {int(y.min())}")
     return x, y.long()
@@ -74,8 +79,8 @@ def _check_labels(logits: torch.Tensor, y: torch.Tensor) -> None:
     top = int(y.max())
     if top >= k:
         raise InputContractError(
-            f"label {top} is out of range for a model with {k} outputs; fix: encode labels as 0..{k - 1} "
-            "or build the model with more classes"
+            f"label {top} is out of range for a model with {k} outputs; fix: encode labels as "
+            f"0..{k - 1} or build the model with more classes"
         )
 
 
@@ -87,7 +92,13 @@ def _use_progress(progress: bool | None) -> bool:
 
 def _make_bar():
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
@@ -117,11 +128,13 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
             raise InvalidParameterError(pname, value, "a number")
         check_range(pname, value, lo=0.0, lo_open=lo_open)
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise InvalidParameterError("generator", type(generator).__name__, "a torch.Generator or None")
+        raise InvalidParameterError("generator", type(generator).__name__,
+                                    "a torch.Generator or None")
     x, y = _as_tensors(x, y)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise InvalidParameterError("model", type(model).__name__, "a model with trainable parameters")
+        raise InvalidParameterError("model", type(model).__name__,
+                                    "a model with trainable parameters")
     dev = module_device(model)
     opt = torch.optim.Adam(params, lr=float(lr), weight_decay=float(weight_decay))
     n = x.shape[0]
@@ -169,8 +182,8 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
             mean_loss = float(loss_sum) / max(seen, 1)
             if not np.isfinite(mean_loss):
                 raise AdvkitError(
-                    f"training diverged: the loss is {mean_loss} in epoch {epoch}; lower lr (now {lr}) "
-                    "or check the inputs' scale"
+                    f"training diverged: the loss is {mean_loss} in epoch {epoch}; lower lr "
+                    f"(now {lr}) or check the inputs' scale"
                 )
             history.loss.append(mean_loss)
             history.accuracy.append(float(correct) / max(seen, 1))
@@ -186,7 +199,7 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
 
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, x, y, batch_size: int = 512) -> float:
-    """Fraction of ``x`` that ``model`` classifies as ``y`` (eval mode; the model's mode is restored)."""
+    """Fraction of ``x`` that ``model`` classifies as ``y`` (in eval mode; the mode is restored)."""
     if not isinstance(model, nn.Module):
         raise InvalidParameterError("model", type(model).__name__, "a torch.nn.Module")
     check_range("batch_size", batch_size, lo=1, kind=int)

@@ -59,15 +59,18 @@ class ZooNet(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.advkit_config
-        return f"zoo={c['name']!r}, input_shape={tuple(c['input_shape'])}, n_classes={c['n_classes']}"
+        shape = tuple(c["input_shape"])
+        return f"zoo={c['name']!r}, input_shape={shape}, n_classes={c['n_classes']}"
 
 
 def _check_shape(input_shape) -> tuple[int, ...]:
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
-        raise InvalidParameterError("input_shape", input_shape, "a tuple of positive ints, e.g. (1, 28, 28)")
+        raise InvalidParameterError("input_shape", input_shape,
+                                    "a tuple of positive ints, e.g. (1, 28, 28)")
     shape = tuple(input_shape)
     if not shape or len(shape) > 3:
-        raise InvalidParameterError("input_shape", input_shape, "1 to 3 dimensions, e.g. (64,) or (1, 8, 8)")
+        raise InvalidParameterError("input_shape", input_shape,
+                                    "1 to 3 dimensions, e.g. (64,) or (1, 8, 8)")
     for d in shape:
         check_range("input_shape", d, lo=1, hi=_MAX_DIM, kind=int)
     return shape
@@ -85,7 +88,7 @@ def _image_side(name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
     if h < lo or w < lo:
         raise InvalidParameterError(
             "input_shape", shape,
-            f"images of at least {lo}x{lo} for {name!r} (it is designed for {designed}x{designed}); "
+            f"images of at least {lo}x{lo} for {name!r} (designed for {designed}x{designed}); "
             f"got {h}x{w}" + ("; use 'cnn-small' for 8x8 images" if h < lo <= 12 else ""),
         )
     return c, h, w
@@ -96,12 +99,14 @@ def _resolve_kwargs(name: str, kwargs: dict) -> dict:
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         what = ", ".join(allowed) if allowed else "none"
-        raise InvalidParameterError(unknown[0], kwargs[unknown[0]], f"a keyword argument of {name!r} ({what})")
+        raise InvalidParameterError(unknown[0], kwargs[unknown[0]],
+                                    f"a keyword argument of {name!r} ({what})")
     out = {**allowed, **kwargs}
     if name == "mlp":
         hidden = out["hidden"]
         if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
-            raise InvalidParameterError("hidden", hidden, "a sequence of positive ints, e.g. (256, 128)")
+            raise InvalidParameterError("hidden", hidden,
+                                        "a sequence of positive ints, e.g. (256, 128)")
         for h in hidden:
             check_range("hidden", h, lo=1, hi=_MAX_WIDTH, kind=int)
         out["hidden"] = tuple(int(h) for h in hidden)
@@ -124,7 +129,8 @@ def _cnn_small(shape, k) -> tuple[nn.Sequential, nn.Sequential]:
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
         nn.MaxPool2d(2), nn.Flatten(),
     )
-    return feats, nn.Sequential(nn.Linear(64 * (h // 2) * (w // 2), 128), nn.ReLU(), nn.Linear(128, k))
+    n = 64 * (h // 2) * (w // 2)
+    return feats, nn.Sequential(nn.Linear(n, 128), nn.ReLU(), nn.Linear(128, k))
 
 
 def _lenet(shape, k) -> tuple[nn.Sequential, nn.Sequential]:
@@ -134,8 +140,8 @@ def _lenet(shape, k) -> tuple[nn.Sequential, nn.Sequential]:
         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
     )
     n = 16 * ((h // 2 - 4) // 2) * ((w // 2 - 4) // 2)
-    head = nn.Sequential(nn.Linear(n, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, k))
-    return feats, head
+    return feats, nn.Sequential(nn.Linear(n, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                                nn.Linear(84, k))
 
 
 def _cnn_madry(shape, k) -> tuple[nn.Sequential, nn.Sequential]:
@@ -168,17 +174,18 @@ def build(name: str, *, input_shape: tuple, n_classes: int,
     arguments are model options (``mlp``: ``hidden``). The model is returned in eval mode.
     """
     if name not in ZOO_NAMES:
-        raise InvalidParameterError("name", name, f"a zoo model name, one of {', '.join(ZOO_NAMES)}")
+        raise InvalidParameterError("name", name, f"a zoo model, one of {', '.join(ZOO_NAMES)}")
     shape = _check_shape(input_shape)
     check_range("n_classes", n_classes, lo=2, hi=_MAX_CLASSES, kind=int)
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise InvalidParameterError("generator", type(generator).__name__, "a torch.Generator or None")
+        raise InvalidParameterError("generator", type(generator).__name__,
+                                    "a torch.Generator or None")
     kw = _resolve_kwargs(name, kwargs)
     if name == "mlp":
         feats, head = _mlp(shape, n_classes, kw["hidden"])
     else:
-        img = _image_side(name, shape)
-        feats, head = {"cnn-small": _cnn_small, "lenet": _lenet, "cnn-madry": _cnn_madry}[name](img, n_classes)
+        make = {"cnn-small": _cnn_small, "lenet": _lenet, "cnn-madry": _cnn_madry}[name]
+        feats, head = make(_image_side(name, shape), n_classes)
     config = {"name": name, "input_shape": shape, "n_classes": int(n_classes), "kwargs": kw}
     model = ZooNet(feats, head, config)
     if generator is not None:

@@ -137,5 +137,5 @@ class CarliniWagnerL2(EvasionAttack):
             upper = torch.where(found, torch.minimum(upper, const), upper)
             lower = torch.where(found, lower, torch.maximum(lower, const))
             const = torch.where(upper < 1e9, (lower + upper) / 2, const * 10)
-        extra = {"found": torch.isfinite(best_l2), "const": upper, "sample_grad_evals": evals}
+        extra = {"found": torch.isfinite(best_l2), "c_success": upper, "sample_grad_evals": evals}
         return Perturbed(best_x, passes=passes, extra=extra)

@@ -8,8 +8,16 @@ argmin_k |f_k| / ||w_k||_q`` (q the dual norm of p) and the step is the minimal 
 it: ``r = |f_l| / ||w_l||_q^q * |w_l|^(q-1) * sign(w_l)`` (Algorithm 2 and section 3.1 of the
 paper); for p = 2 this is ``|f_l| / ||w_l||_2^2 * w_l``, for p = inf ``|f_l| / ||w_l||_1 *
 sign(w_l)``, for p = 1 a step on the single coordinate of largest ``|w_l|``. Steps accumulate in
-``r_tot`` and the iterate is ``x + (1 + overshoot) * r_tot``, clipped to the input bounds. Only
-samples still classified as their true class keep iterating.
+``r_tot`` and the iterate is ``x + (1 + overshoot) * r_tot``, clipped to the input bounds. As in
+the authors' reference implementation, each step is lengthened by 1e-4 (here times the input
+range) so that an iterate cannot settle exactly on a boundary. Only samples still classified as
+their true class keep iterating.
+
+Box constraint (not in the paper, which works in an unbounded space): the linearisation is that of
+the clipped iterate, i.e. gradient coordinates that would push a coordinate already at a bound
+further out are set to zero before the closest boundary and the step are computed. Without this,
+clipping absorbs part of every step on images with saturated pixels (MNIST) and the iterates only
+approach the boundary geometrically, without crossing it.
 
 Targeted goal (an extension, not in the paper): the single candidate is the target t, linearised
 against the currently predicted class: ``f = Z_t - Z_pred``.
@@ -33,19 +41,20 @@ from advkit.registry import register
 from advkit.threats import parse_norm
 
 
-def _step(f: torch.Tensor, w: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distances |f_k| / ||w_k||_q (m, K) and the minimal steps to each boundary (m, K, d)."""
-    a = f.abs()
+def _dual_norm(w: torch.Tensor, p: float) -> torch.Tensor:
+    """||w||_q along the last axis, q the dual of p (2 -> 2, inf -> 1, 1 -> inf)."""
+    q = {2.0: 2.0, math.inf: 1.0, 1.0: math.inf}[p]
+    return torch.linalg.vector_norm(w, ord=q, dim=-1).clamp_min(1e-12)
+
+
+def _unit_step(w: torch.Tensor, p: float) -> torch.Tensor:
+    """The direction of unit Lp norm that increases ``w . r`` the most (per row)."""
     if p == 2:
-        nq = w.norm(dim=2).clamp_min(1e-12)
-        return a / nq, (a / nq**2)[..., None] * w
+        return w / _dual_norm(w, p)[:, None]
     if p == math.inf:
-        nq = w.abs().sum(2).clamp_min(1e-12)
-        return a / nq, (a / nq)[..., None] * w.sign()
-    nq, j = w.abs().max(2)
-    nq = nq.clamp_min(1e-12)
-    one = torch.zeros_like(w).scatter_(2, j[..., None], 1.0)
-    return a / nq, (a / nq)[..., None] * one * w.sign()
+        return w.sign()
+    j = w.abs().argmax(1, keepdim=True)
+    return torch.zeros_like(w).scatter_(1, j, 1.0) * w.sign()
 
 
 @register("deepfool", family="evasion")
@@ -104,9 +113,14 @@ class DeepFool(EvasionAttack):
                     grads.append(gj.flatten(1))
                     passes += 1
             w = torch.stack(grads, 1)
-            dist, steps = _step(f.detach(), w, self.norm)
+            # linearise the clipped iterate: a coordinate at a bound cannot move further out
+            xf = xi.detach().flatten(1)[:, None]
+            w = w.masked_fill(((xf <= lo) & (w < 0)) | ((xf >= hi) & (w > 0)), 0.0)
+            dist = f.detach().abs() / _dual_norm(w, self.norm)  # to each linearised boundary
             best = dist.argmin(1)
-            r = steps[torch.arange(best.shape[0], device=x.device), best]
+            rows = torch.arange(best.shape[0], device=x.device)
+            size = dist[rows, best] + 1e-4 * (hi - lo)
+            r = size[:, None] * _unit_step(w[rows, best], self.norm)
             r = torch.where(still[:, None], r, torch.zeros_like(r))
             r_tot[idx] = r_tot[idx] + r
             step = (1 + self.overshoot) * r_tot[idx].reshape(-1, *shape)

@@ -31,7 +31,7 @@ from advkit.attacks.base import EvasionAttack, Perturbed
 from advkit.errors import InvalidParameterError, check_range
 from advkit.registry import register
 
-_PAIR_BUDGET = 1 << 24  # elements of one (samples x d x d) saliency block
+_PAIR_BUDGET = 1 << 22  # elements of one (samples x d x d) saliency block
 
 
 def _best_pairs(a, b, dom, sign: float):
