@@ -1,4 +1,4 @@
-"""APGD / APGD-T (Croce & Hein 2020): conformance, DLR by hand, checkpoints, strength, efficiency."""
+"""APGD / APGD-T (Croce & Hein 2020): conformance, DLR by hand, checkpoints, strength, cost."""
 
 import pytest
 import torch
@@ -38,7 +38,8 @@ def test_dlr_matches_hand_computation():
     z = torch.tensor([[2.0, 1.0, 0.5, -1.0], [0.0, 3.0, -2.0, 1.0]])
     # row 0, y=0: -(2 - 1) / (2 - 0.5); row 1, y=2: -(-2 - 3) / (3 - 0)
     torch.testing.assert_close(dlr_loss(z, torch.tensor([0, 2])), torch.tensor([-2 / 3, 5 / 3]))
-    # targeted, row 0: y=0, t=3: -(2 - (-1)) / (2 - (0.5 - 1) / 2); row 1: y=1, t=0: -(3 - 0) / (3 - (0 - 2) / 2)
+    # targeted, row 0: y=0, t=3: -(2 - (-1)) / (2 - (0.5 - 1) / 2)
+    #           row 1: y=1, t=0: -(3 - 0) / (3 - (0 - 2) / 2)
     got = dlr_targeted_loss(z, torch.tensor([0, 1]), torch.tensor([3, 0]))
     torch.testing.assert_close(got, torch.tensor([-3 / 2.25, -3 / 4]))
     # two classes: no third logit, the plain margin
@@ -85,7 +86,8 @@ def test_targeted_goal_success_means_the_target(toy):
     target, x, y = toy
     t = (y + 1) % 4
     for attack in (APGD(eps=0.3, steps=40, loss="dlr"), APGDT(eps=0.3, steps=40)):
-        res = attack.attack(target, x, y, goal=Targeted(t), generator=torch.Generator().manual_seed(0))
+        g = torch.Generator().manual_seed(0)
+        res = attack.attack(target, x, y, goal=Targeted(t), generator=g)
         assert torch.equal(res.success, target.labels(res.x_adv) == t)
         assert res.success.any()
 

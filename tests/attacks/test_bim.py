@@ -18,7 +18,8 @@ def toy():
 @pytest.mark.parametrize("norm", ["inf", 2, 1])
 def test_conformance_all_norms(toy, norm):
     target, x, y = toy
-    check_evasion_attack("bim", target, x, y, params={"eps": 0.3 if norm != 1 else 2.0, "norm": norm})
+    eps = 0.3 if norm != 1 else 2.0
+    check_evasion_attack("bim", target, x, y, params={"eps": eps, "norm": norm})
 
 
 @pytest.mark.parametrize("norm,eps", [("inf", 0.2), (2, 1.0)])

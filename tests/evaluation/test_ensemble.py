@@ -87,7 +87,8 @@ def test_minimum_norm_success_counts_only_inside_the_ball(toy):
     res = run_ensemble(target, x[:16], y[:16], eps=0.01, attacks=["deepfool"], version="custom",
                        run_all=True)
     # DeepFool always crosses the boundary, but almost never within 0.01 in L∞ on this model
-    assert res.robust.sum() >= int(res.clean_correct[:16].sum()) - 1
+    assert res.robust.sum() >= int(res.clean_correct.sum()) - 1
+    assert res.stages[0].single_robust.k == int(res.robust.sum())
 
 
 def test_mismatched_attack_instances_are_refused(toy):

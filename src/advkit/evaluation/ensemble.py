@@ -4,7 +4,7 @@ Croce & Hein (2020), "Reliable evaluation of adversarial robustness with an ense
 parameter-free attacks", ICML: APGD with the cross-entropy loss, then targeted APGD-DLR (APGD-T) on
 the points that survived, then any further attacks, each only on the survivors. A point is robust
 only if it survives every attack run on it (DESIGN §4); an attack's success counts only when its
-example lies within the ensemble's ball (minimum-norm attacks may go beyond it) and is misclassified.
+example is misclassified and lies within the ensemble's ball (minimum-norm attacks may leave it).
 
 Each stage records its marginal contribution: the points it broke among those still robust when it
 ran. With ``run_all=True`` every attack runs on every clean-correct point, so each single attack's
@@ -95,7 +95,9 @@ class EnsembleResult:
 
 
 def _fields(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls) if f.init} if dataclasses.is_dataclass(cls) else set()
+    if not dataclasses.is_dataclass(cls):
+        return set()
+    return {f.name for f in dataclasses.fields(cls) if f.init}
 
 
 def _build(spec, eps: float, p: float) -> EvasionAttack:
@@ -113,9 +115,10 @@ def _build(spec, eps: float, p: float) -> EvasionAttack:
         raise InvalidParameterError("attacks", spec, "registry names or EvasionAttack instances")
     threat = attack.threat
     if threat is not None and (threat.p != p or not math.isclose(threat.eps, eps)):
+        ours = LpBall(norm=p, eps=eps).label
         raise InvalidParameterError(
             "attacks", f"{attack.name}(eps={threat.eps}, norm={threat.label})",
-            f"attacks bounded by the ensemble's ball (eps={eps}, norm={LpBall(norm=p, eps=eps).label})",
+            f"attacks bounded by the ensemble's ball (eps={eps}, norm={ours})",
         )
     return attack
 

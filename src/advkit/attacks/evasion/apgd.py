@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +101,8 @@ def _validate(attack) -> None:
 class _APGDBase(EvasionAttack):
     """The APGD iteration shared by ``apgd`` and ``apgd-t`` (fields come from the leaves)."""
 
+    suggest: ClassVar[str | None] = "square"  # score-based, for targets without gradients
+
     def _run(self, target, x, y, lab, loss_fn, targeted, generator, acc) -> int:
         """One APGD run on (x, y, lab); merges each point's outcome into ``acc`` (global buffers).
 
@@ -116,7 +119,7 @@ class _APGDBase(EvasionAttack):
 
         def proj(v, xc, bx):
             if bx is not None:
-                return torch.minimum(torch.maximum(v, bx[0]), bx[1])
+                return torch.clamp(v, bx[0], bx[1])
             return ball.project(v, xc).clamp(lo, hi)
 
         box = box_of(x)
@@ -130,7 +133,7 @@ class _APGDBase(EvasionAttack):
             if k == 0:
                 s = dict(x_best=xk, l_best=lk, g_best=grad, l_prev=lk, cnt=torch.zeros_like(lk),
                          f_ckpt=lk, reduced=torch.zeros_like(ok), x_succ=xk, found=ok, xprev=xk,
-                         eta=torch.full_like(lk, 2 * ball.eps), fresh=torch.ones_like(ok))
+                         eta=torch.full_like(lk, 2 * ball.eps), w=torch.ones_like(lk))
             else:
                 s["cnt"] = s["cnt"] + (lk > s["l_prev"]).to(lk.dtype)
                 s["l_prev"] = lk
@@ -148,7 +151,8 @@ class _APGDBase(EvasionAttack):
                 s["eta"] = torch.where(red, s["eta"] / 2, s["eta"])
                 xk = torch.where(_b(red, xk), s["x_best"], xk)
                 grad = torch.where(_b(red, xk), s["g_best"], grad)
-                s.update(fresh=red, reduced=red, f_ckpt=s["l_best"], cnt=torch.zeros_like(lk))
+                s.update(reduced=red, f_ckpt=s["l_best"], cnt=torch.zeros_like(lk),
+                         w=torch.where(red, 1.0, self.momentum).to(lk.dtype))
                 k_last = k
                 found = s["found"]
                 if found.any():  # one host sync per checkpoint: finished points leave the batch
@@ -160,10 +164,10 @@ class _APGDBase(EvasionAttack):
                     xk, grad = xk[keep], grad[keep]
                     s = {key: v[keep] for key, v in s.items()}
                     box = box_of(x)
-            z = proj(xk + _b(s["eta"], xk) * ball.normalize_grad(grad), x, box)
-            a = _b(torch.where(s["fresh"], 1.0, self.momentum).to(xk.dtype), xk)
-            xk, s["xprev"] = proj(xk + a * (z - xk) + (1 - a) * (xk - s["xprev"]), x, box), xk
-            s["fresh"] = torch.zeros_like(s["fresh"])
+            z = proj(torch.addcmul(xk, _b(s["eta"], xk), ball.normalize_grad(grad)), x, box)
+            # x + w(z - x) + (1 - w)(x - x_prev) = lerp(2x - x_prev, z, w); w = 1 on a fresh start
+            w = _b(s["w"], xk) if k == 0 or k in ckpts else self.momentum
+            xk, s["xprev"] = proj(torch.lerp(torch.lerp(s["xprev"], xk, 2.0), z, w), x, box), xk
         self._store(acc, act, s)
         return n_steps
 
