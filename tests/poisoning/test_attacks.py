@@ -41,6 +41,10 @@ def test_blended_test_alpha_and_given_key():
     k = torch.as_tensor(key, dtype=torch.float32)
     assert torch.allclose(a.apply_trigger(x), 0.5 * x + 0.5 * k, atol=1e-6, rtol=0)
     assert torch.allclose(a.apply_trigger(x, alpha=0.3), 0.7 * x + 0.3 * k, atol=1e-6, rtol=0)
+    # the poisoned data keeps the training blend and stamps test inputs with test_alpha
+    p = a.poison(x, torch.arange(5) % 2, rng=np.random.default_rng(0), n_classes=2)
+    assert torch.allclose(p.x[p.indices], 0.9 * x[p.indices] + 0.1 * k, atol=1e-6, rtol=0)
+    assert torch.equal(p.apply_trigger(x), a.apply_trigger(x))
 
 
 def test_blended_random_key_fixed_by_seed_and_within_bounds():
@@ -167,3 +171,20 @@ def test_tabular_bad_inputs():
         TabularBackdoor().apply_trigger(x)
     with pytest.raises(InputContractError):
         TabularBackdoor().poison(x.reshape(-1, 2, 2), y, rng=np.random.default_rng(0))
+
+
+# every registered poisoning attack ---------------------------------------------------------------
+@pytest.mark.parametrize("name", ["badnets", "blended", "label_flip", "tabular_backdoor"])
+def test_registered_with_defaults_exact_indices_and_deterministic(name):
+    from advkit import registry
+
+    assert name in registry.list("poisoning")
+    attack = registry.create(name)
+    x, y = _table() if name == "tabular_backdoor" else _images(n=100, k=4)
+    p1 = attack.poison(x, y, rng=np.random.default_rng(0))
+    p2 = registry.create(name).poison(x, y, rng=np.random.default_rng(0))
+    assert torch.equal(p1.x, p2.x) and torch.equal(p1.y, p2.y)
+    assert torch.equal(p1.indices, _changed(x, y, p1))
+    assert p1.n_poisoned == round(0.1 * len(y))
+    assert p1.x.dtype == x.dtype and p1.y.dtype == torch.int64 and p1.x.shape == x.shape
+    assert p1.attack == name and p1.params == attack.params()

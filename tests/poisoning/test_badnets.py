@@ -137,3 +137,11 @@ def test_bad_inputs_raise():
         BadNets().poison(x, y[:-1], rng=np.random.default_rng(0))
     with pytest.raises(InputContractError):
         BadNets().apply_trigger(x.flatten(1))
+    with pytest.raises(InputContractError):
+        BadNets().poison(x[:0], y[:0], rng=np.random.default_rng(0))
+    with pytest.raises(InvalidParameterError):
+        BadNets().poison(x, y, rng=0)
+    with pytest.raises(InvalidParameterError):  # fewer classes than the labels need
+        BadNets().poison(x, y, rng=np.random.default_rng(0), n_classes=3)
+    with pytest.raises(InputContractError):
+        BadNets().poison(x.int(), y, rng=np.random.default_rng(0))

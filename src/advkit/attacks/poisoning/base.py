@@ -87,7 +87,9 @@ class PoisonedData:
     ``target``: the target class of an all-to-one attack or a class-targeted flip (else None);
     ``label_map``: for all-to-all and class-targeted attacks, int64 (k,) with the label a poisoned
     sample of each original class receives (-1 for classes not attacked); None for random flips;
-    ``rate``: the attack's poisoning rate; ``y_clean``: the labels before poisoning.
+    ``rate``: the attack's poisoning rate; ``y_clean``: the labels before poisoning;
+    ``test_trigger``: the trigger stamped at test time when it differs from the training one
+    (the blended attack's ``test_alpha``), else None.
     """
 
     x: torch.Tensor
@@ -98,6 +100,7 @@ class PoisonedData:
     rate: float
     y_clean: torch.Tensor
     label_map: torch.Tensor | None = None
+    test_trigger: ImageTrigger | FeatureTrigger | None = None
     attack: str = ""
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -117,7 +120,9 @@ class PoisonedData:
         return m
 
     def apply_trigger(self, x: torch.Tensor) -> torch.Tensor:
-        """Stamp this attack's trigger on test inputs."""
+        """Stamp this attack's test-time trigger on inputs (``test_trigger`` if set)."""
+        if self.test_trigger is not None:
+            return self.test_trigger.apply(x)
         if self.trigger is None:
             raise InvalidParameterError(
                 "trigger", None, "a backdoor attack (this one has no trigger)"
@@ -208,8 +213,12 @@ class PoisoningAttack:
         ``n_classes`` defaults to ``max(y) + 1``.
         """
         x, y = check_xy(x, y)
+        if y.numel() == 0:
+            raise InputContractError("no training data: x and y are empty")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise InvalidParameterError("rng", type(rng).__name__, "a numpy.random.Generator")
         k = int(y.max()) + 1 if n_classes is None else int(n_classes)
-        if y.numel() and k <= int(y.max()):
+        if k <= int(y.max()):
             raise InvalidParameterError(
                 "n_classes", n_classes, f"an int > the largest label {int(y.max())}"
             )
@@ -225,12 +234,12 @@ class PoisoningAttack:
             )
         pick = rng.choice(int(cand.numel()), size=want, replace=False)
         idx = cand[torch.as_tensor(np.sort(pick), dtype=torch.int64, device=cand.device)]
-        idx, _ = torch.sort(idx)
         out = self._poison(x, y, idx, k, rng)
         return PoisonedData(
             x=out["x"], y=out["y"], indices=idx, trigger=out.get("trigger"),
             target=out.get("target"), rate=float(self.rate), y_clean=y.clone(),
-            label_map=out.get("label_map"), attack=self.name, params=self.params(),
+            label_map=out.get("label_map"), test_trigger=out.get("test_trigger"),
+            attack=self.name, params=self.params(),
         )
 
     def apply_trigger(self, x: torch.Tensor) -> torch.Tensor:

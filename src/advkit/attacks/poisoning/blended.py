@@ -106,4 +106,7 @@ class Blended(PoisoningAttack):
         xp, yp = x.clone(), y.clone()
         xp[idx] = trigger.apply(x[idx])
         yp[idx] = self.target
-        return dict(x=xp, y=yp, trigger=trigger, target=int(self.target))
+        test = None
+        if self.test_alpha is not None and self.test_alpha != self.alpha:
+            test = self.trigger_for(tuple(x.shape[1:]), self.test_alpha)
+        return dict(x=xp, y=yp, trigger=trigger, target=int(self.target), test_trigger=test)

@@ -52,7 +52,8 @@ class PoisonMetrics:
     def as_dict(self) -> dict[str, Any]:
         return {
             "clean_accuracy": self.clean_accuracy.as_dict(),
-            "attack_success": None if self.attack_success is None else self.attack_success.as_dict(),
+            "attack_success": (None if self.attack_success is None
+                               else self.attack_success.as_dict()),
             "n_train": self.n_train, "n_poisoned_train": self.n_poisoned_train,
             "train_seconds": self.train_seconds, "seed": self.seed,
         }
@@ -76,7 +77,9 @@ def predict(model, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     return torch.as_tensor(np.asarray(pred), dtype=torch.int64, device=x.device)
 
 
-def evaluate_poison(model, poisoned: PoisonedData, x_test, y_test) -> tuple[Proportion, Proportion | None]:
+def evaluate_poison(
+    model, poisoned: PoisonedData, x_test, y_test
+) -> tuple[Proportion, Proportion | None]:
     """(clean accuracy, attack success) of ``model`` on a clean test split (DESIGN §4)."""
     acc = clean_accuracy(predict(model, x_test), y_test)
     if poisoned.trigger is not None:
@@ -91,6 +94,15 @@ def evaluate_poison(model, poisoned: PoisonedData, x_test, y_test) -> tuple[Prop
     return acc, None
 
 
+def _check_model_name(model_name: str) -> None:
+    from advkit.models.zoo import ZOO_NAMES
+
+    if model_name not in SKLEARN_MODELS and model_name not in ZOO_NAMES:
+        raise InvalidParameterError(
+            "model_name", model_name, f"a zoo model {ZOO_NAMES} or an estimator {SKLEARN_MODELS}"
+        )
+
+
 def _fit(model_name: str, x, y, info, *, epochs, seed, progress, batch_size, lr):
     if model_name in SKLEARN_MODELS:
         from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
@@ -103,12 +115,9 @@ def _fit(model_name: str, x, y, info, *, epochs, seed, progress, batch_size, lr)
         }[model_name]()
         return est.fit(x.reshape(x.shape[0], -1).cpu().numpy(), y.cpu().numpy())
     from advkit.models.train import train
-    from advkit.models.zoo import ZOO_NAMES, build
+    from advkit.models.zoo import build
 
-    if model_name not in ZOO_NAMES:
-        raise InvalidParameterError(
-            "model_name", model_name, f"a zoo model {ZOO_NAMES} or an estimator {SKLEARN_MODELS}"
-        )
+    _check_model_name(model_name)
     g = torch.Generator().manual_seed(seed)
     model = build(model_name, input_shape=tuple(info.shape), n_classes=info.n_classes, generator=g)
     train(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, generator=g, progress=progress)
@@ -134,9 +143,12 @@ def train_poisoned(
             raise InvalidParameterError("attack", attack, f"one of {registry.list('poisoning')}")
         attack = registry.create(attack)
     if not isinstance(attack, PoisoningAttack):
-        raise InvalidParameterError("attack", type(attack).__name__, "a PoisoningAttack or its name")
+        raise InvalidParameterError(
+            "attack", type(attack).__name__, "a PoisoningAttack or its name"
+        )
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise InvalidParameterError("seed", seed, "an int >= 0")
+    _check_model_name(model_name)
     bounds = getattr(attack, "bounds", None)
     if bounds is not None and tuple(map(float, bounds)) != tuple(map(float, dataset.info.bounds)):
         warnings.warn(
@@ -148,7 +160,8 @@ def train_poisoned(
         if not 1 <= n_train <= x.shape[0]:
             raise InvalidParameterError("n_train", n_train, f"an int in [1, {x.shape[0]}]")
         x, y = x[:n_train], y[:n_train]
-    poisoned = attack.poison(x, y, rng=np.random.default_rng(seed), n_classes=dataset.info.n_classes)
+    rng = np.random.default_rng(seed)
+    poisoned = attack.poison(x, y, rng=rng, n_classes=dataset.info.n_classes)
     t0 = time.perf_counter()
     model = _fit(model_name, poisoned.x, poisoned.y, dataset.info, epochs=epochs, seed=seed,
                  progress=progress, batch_size=batch_size, lr=lr)

@@ -14,6 +14,7 @@ separated clusters). Mitigation: retrain without the flagged samples
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,8 @@ def _final_linear(model: nn.Module) -> str:
             last = name
     if last is None:
         raise InvalidParameterError(
-            "layer", None, "a layer name: the model has no nn.Linear to take the last hidden layer from"
+            "layer", None,
+            "a layer name: the model has no nn.Linear to take the last hidden layer from",
         )
     return last
 
@@ -86,16 +88,18 @@ def check_fit_inputs(x, y) -> tuple[torch.Tensor, torch.Tensor]:
 class ActivationClustering:
     """Activation clustering (Chen 2018): per class, reduce, 2-means, flag the poisoned cluster.
 
-    Learned attributes after ``fit``: ``poisoned_mask_`` (bool (N,)), ``flagged_classes_`` and
-    ``per_class_`` (per class: n, cluster sizes, relative size of the smaller cluster, silhouette
-    score, whether it was flagged).
+    Learned attributes after ``fit``: ``poisoned_mask_`` (bool (N,)), ``clusters_`` (int64 (N,):
+    1 for the smaller 2-means cluster of its class, 0 for the larger, -1 unclustered),
+    ``flagged_classes_``, ``per_class_`` (per class: n, cluster sizes, relative size of the
+    smaller cluster, silhouette score, whether it was flagged) and, after ``fit``,
+    ``fit_seconds_`` (wall time, activations included).
     """
 
     n_components: int = 10
     reduction: str = "ica"
     criterion: str = "size"
     size_threshold: float = 0.35
-    silhouette_threshold: float = 0.15
+    silhouette_threshold: float = 0.25  # data- and reduction-dependent: calibrate on clean data
     layer: str | None = None
     batch_size: int = 512
 
@@ -140,6 +144,7 @@ class ActivationClustering:
         a_all = acts.detach().cpu().double().numpy()
         y_np = y.cpu().numpy()
         mask = np.zeros(len(y_np), dtype=bool)
+        clusters = np.full(len(y_np), -1, dtype=np.int64)  # 1: the smaller cluster of its class
         per_class: dict[int, dict[str, Any]] = {}
         for c in np.unique(y_np):
             idx = np.flatnonzero(y_np == c)
@@ -161,20 +166,26 @@ class ActivationClustering:
                                          random_state=seed)) if sizes.min() > 0 else 0.0
             flag = rel < self.size_threshold if self.criterion == "size" else (
                 sil > self.silhouette_threshold and sizes.min() > 0)
+            clusters[idx] = np.where(km.labels_ == small, 1, 0)
             if flag:
                 mask[idx[km.labels_ == small]] = True
             per_class[int(c)] = dict(n=len(idx), sizes=sizes.tolist(), relative_size=rel,
                                      silhouette=sil, flagged=bool(flag))
         object.__setattr__(self, "poisoned_mask_", torch.as_tensor(mask, device=y.device))
+        object.__setattr__(self, "clusters_", torch.as_tensor(clusters, device=y.device))
         object.__setattr__(self, "per_class_", per_class)
-        object.__setattr__(self, "flagged_classes_", [c for c, s in per_class.items() if s["flagged"]])
+        flagged = [c for c, s in per_class.items() if s["flagged"]]
+        object.__setattr__(self, "flagged_classes_", flagged)
         return self
 
     def fit(self, model: nn.Module, x, y, *, rng: np.random.Generator | None = None):
         """Fit on the training set ``(x, y)`` seen through ``model``; returns self."""
         x, y = check_fit_inputs(x, y)
+        t0 = time.perf_counter()
         acts = layer_activations(model, x, layer=self.layer, batch_size=self.batch_size)
-        return self.fit_activations(acts, y, rng=rng)
+        self.fit_activations(acts, y, rng=rng)
+        object.__setattr__(self, "fit_seconds_", time.perf_counter() - t0)
+        return self
 
     def score(self, poisoned) -> tuple:
         """(precision, recall) of ``poisoned_mask_`` against a ``PoisonedData``'s truth."""

@@ -18,10 +18,10 @@ share you expect *within a class*.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -45,9 +45,9 @@ def spectral_scores(reps: torch.Tensor) -> torch.Tensor:
 class SpectralSignatures:
     """Spectral signatures (Tran 2018): remove the top 1.5 * expected_rate of each class by score.
 
-    Learned attributes after ``fit``: ``poisoned_mask_`` (bool (N,)), ``scores_`` (float (N,)) and
+    Learned attributes after ``fit``: ``poisoned_mask_`` (bool (N,)), ``scores_`` (float (N,)),
     ``per_class_`` (per class: n, number removed, score threshold, mean scores of the removed and
-    kept samples).
+    kept samples) and, after ``fit``, ``fit_seconds_`` (wall time, activations included).
     """
 
     expected_rate: float = 0.1
@@ -94,8 +94,11 @@ class SpectralSignatures:
     def fit(self, model: nn.Module, x, y):
         """Fit on the training set ``(x, y)`` seen through ``model``; returns self."""
         x, y = check_fit_inputs(x, y)
+        t0 = time.perf_counter()
         reps = layer_activations(model, x, layer=self.layer, batch_size=self.batch_size)
-        return self.fit_activations(reps, y)
+        self.fit_activations(reps, y)
+        object.__setattr__(self, "fit_seconds_", time.perf_counter() - t0)
+        return self
 
     def score(self, poisoned) -> tuple:
         """(precision, recall) of ``poisoned_mask_`` against a ``PoisonedData``'s truth."""

@@ -1,0 +1,168 @@
+"""Activation clustering and spectral signatures: oracles on synthetic activations, end to end on
+a small digits backdoor, and the retrain-without-flagged helper."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from advkit.attacks.poisoning.badnets import BadNets
+from advkit.attacks.poisoning.base import PoisonedData
+from advkit.attacks.poisoning.train import retrain_without, train_poisoned
+from advkit.defenses.detectors.activation_clustering import ActivationClustering, layer_activations
+from advkit.defenses.detectors.spectral import SpectralSignatures, spectral_scores
+from advkit.errors import InvalidParameterError
+
+
+def _synthetic(n_per_class=200, d=20, k=4, n_poison=20, seed=0):
+    """Gaussian activations per class; class 0 also holds a tight cluster of poisoned samples."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn((k, d), generator=g) * 4
+    y = torch.arange(k).repeat_interleave(n_per_class)
+    acts = centres[y] + torch.randn((len(y), d), generator=g)
+    far = centres[0] + 6 * torch.randn(d, generator=g) / math.sqrt(d) * 3
+    pois = far + 0.3 * torch.randn((n_poison, d), generator=g)
+    acts = torch.cat([acts, pois])
+    y_all = torch.cat([y, torch.zeros(n_poison, dtype=torch.int64)])
+    idx = torch.arange(len(y), len(y_all))
+    pd = PoisonedData(x=acts, y=y_all, indices=idx, trigger=None, target=0, rate=0.0,
+                      y_clean=y_all)
+    return acts, y_all, pd
+
+
+@pytest.mark.parametrize("reduction", ["ica", "pca"])
+def test_activation_clustering_finds_a_separated_small_cluster(reduction):
+    acts, y, pd = _synthetic()
+    ac = ActivationClustering(reduction=reduction)
+    ac.fit_activations(acts, y, rng=np.random.default_rng(0))
+    prec, rec = ac.score(pd)
+    assert prec.value == 1.0 and rec.value == 1.0
+    assert ac.flagged_classes_ == [0]
+    assert ac.per_class_[0]["relative_size"] == pytest.approx(20 / 220)
+
+
+
+def test_silhouette_criterion_flags_only_the_well_separated_class():
+    acts, y, pd = _synthetic()
+    acs = ActivationClustering(reduction="pca", criterion="silhouette", silhouette_threshold=0.4)
+    acs.fit_activations(acts, y, rng=np.random.default_rng(0))
+    assert torch.equal(acs.poisoned_mask_, pd.poisoned_mask)
+    sil = {c: s["silhouette"] for c, s in acs.per_class_.items()}
+    assert sil[0] > 0.4 > max(sil[1], sil[2], sil[3])
+
+
+def test_activation_clustering_is_deterministic_given_rng():
+    acts, y, _ = _synthetic()
+    a = ActivationClustering(reduction="pca").fit_activations(acts, y, rng=np.random.default_rng(3))
+    b = ActivationClustering(reduction="pca").fit_activations(acts, y, rng=np.random.default_rng(3))
+    assert torch.equal(a.poisoned_mask_, b.poisoned_mask_)
+
+
+def test_spectral_scores_match_a_numpy_svd():
+    acts, y, _ = _synthetic()
+    r = acts[y == 1].double().numpy()
+    rc = r - r.mean(0)
+    v = np.linalg.svd(rc, full_matrices=False)[2][0]
+    want = (rc @ v) ** 2
+    np.testing.assert_allclose(spectral_scores(acts[y == 1].double()).numpy(), want, rtol=1e-9)
+
+
+def test_spectral_removes_the_stated_share_per_class_and_the_poison_first():
+    acts, y, pd = _synthetic()
+    ss = SpectralSignatures(expected_rate=0.08).fit_activations(acts, y)
+    for c, st in ss.per_class_.items():
+        n_c = int((y == c).sum())
+        assert st["removed"] == math.floor(1.5 * 0.08 * n_c + 0.5)
+        assert int(ss.poisoned_mask_[y == c].sum()) == st["removed"]
+    prec, rec = ss.score(pd)
+    assert rec.value == 1.0  # 26 removed from class 0, all 20 poisoned among them
+    assert prec.k == 20 and prec.n == int(ss.poisoned_mask_.sum())
+    # the removed samples have the highest scores of their class
+    c0 = y == 0
+    assert ss.scores_[c0 & ss.poisoned_mask_].min() >= ss.scores_[c0 & ~ss.poisoned_mask_].max()
+
+
+def test_layer_activations_auto_is_the_input_of_the_last_linear_and_named_is_an_output():
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    model.train()
+    x = torch.rand((10, 1, 4, 4), generator=g)
+    auto = layer_activations(model, x, batch_size=3)
+    assert torch.allclose(auto, model[:3](x))
+    named = layer_activations(model, x, layer="1")
+    assert torch.allclose(named, model[:2](x))
+    assert model.training  # mode restored
+    with pytest.raises(InvalidParameterError):
+        layer_activations(model, x, layer="nope")
+    with pytest.raises(InvalidParameterError):
+        layer_activations(nn.Sequential(nn.Flatten()), x)
+
+
+@pytest.mark.parametrize(
+    "cls,kw",
+    [(ActivationClustering, dict(n_components=0)),
+     (ActivationClustering, dict(reduction="tsne")),
+     (ActivationClustering, dict(criterion="gap")),
+     (ActivationClustering, dict(size_threshold=0.7)),
+     (SpectralSignatures, dict(expected_rate=0.0)), (SpectralSignatures, dict(removal_factor=-1.0)),
+     (SpectralSignatures, dict(batch_size=0))],
+)
+def test_detector_bad_parameters(cls, kw):
+    with pytest.raises(InvalidParameterError):
+        cls(**kw)
+
+
+def test_unfitted_detector_cannot_score():
+    _, _, pd = _synthetic()
+    with pytest.raises(InvalidParameterError):
+        SpectralSignatures().score(pd)
+
+
+# end to end on digits (an MLP trains in a few seconds) -------------------------------------------
+@pytest.fixture(scope="module")
+def digits_backdoor():
+    from advkit.data import load
+
+    ds = load("digits")
+    model, p, m = train_poisoned(ds, attack=BadNets(size=3, target=0, rate=0.05),
+                                 model_name="mlp", epochs=10, seed=0, progress=False)
+    return ds, model, p, m
+
+
+def test_digits_backdoor_works(digits_backdoor):
+    _, _, p, m = digits_backdoor
+    assert m.attack_success.value >= 0.9
+    assert m.clean_accuracy.value >= 0.9
+    assert m.n_poisoned_train == p.n_poisoned == round(0.05 * p.n)
+
+
+def test_digits_activation_clustering(digits_backdoor):
+    _, model, p, _ = digits_backdoor
+    ac = ActivationClustering(reduction="pca").fit(model, p.x, p.y, rng=np.random.default_rng(0))
+    prec, rec = ac.score(p)
+    assert 0 in ac.flagged_classes_
+    assert rec.value >= 0.75 and prec.value >= 0.5
+
+
+def test_digits_spectral_signatures(digits_backdoor):
+    _, model, p, _ = digits_backdoor
+    ss = SpectralSignatures(expected_rate=0.05).fit(model, p.x, p.y)
+    in_target = ss.poisoned_mask_ & (p.y == 0)
+    # what it removes from the target class is nearly all poison
+    assert (p.poisoned_mask[in_target]).double().mean() >= 0.8
+    share = p.n_poisoned / int((p.y == 0).sum())  # the poisoned share of the target class
+    _, rec = SpectralSignatures(expected_rate=share).fit(model, p.x, p.y).score(p)
+    assert rec.value >= 0.6
+
+
+def test_retraining_without_the_poison_removes_the_backdoor(digits_backdoor):
+    ds, _, p, m = digits_backdoor
+    _, m2 = retrain_without(ds, p, p.poisoned_mask, model_name="mlp", epochs=10, seed=0,
+                            progress=False)
+    assert m2.n_poisoned_train == 0 and m2.n_train == p.n - p.n_poisoned
+    assert m2.attack_success.value <= 0.2 < m.attack_success.value
+    assert m2.clean_accuracy.value >= m.clean_accuracy.value - 0.03
