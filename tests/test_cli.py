@@ -87,9 +87,13 @@ def test_train_then_audit_saved_model_and_refuse_pickle(tmp_path, capsys):
     assert run(["audit", str(spec), "--out", str(tmp_path / "r")]) == 0
     import torch
 
-    torch.save({"w": torch.zeros(2)}, tmp_path / "m.pt")
-    spec.write_text("dataset: digits\nmodel: {path: m.pt}\nattacks: [{name: fgsm, eps: [0.1]}]\n")
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    torch.save(net, tmp_path / "m.pt")  # a whole pickled module: loading it runs pickle code
+    spec.write_text("dataset: digits\nmodel: {path: m.pt}\nevaluation: {n_samples: 20}\n"
+                    "attacks: [{name: fgsm, eps: [0.1]}]\n")
     capsys.readouterr()
     assert run(["audit", str(spec), "--out", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
-    assert "UnsafeModelError" in err and "pickle" in err
+    assert "UnsafeModelError" in err and "pickle" in err and "trust" in err
+    with pytest.warns(UserWarning, match="trust"):
+        assert run(["audit", str(spec), "--out", str(tmp_path / "r3"), "--trust-pickle"]) == 0

@@ -1,4 +1,10 @@
-"""Report sections and findings for evasion scenarios: curves against eps and example grids."""
+"""Report sections and findings for evasion scenarios.
+
+Curves of robust accuracy against eps per attack and for the worst case (ensemble), curves derived
+from minimum-norm attacks' per-point norms, the distribution of those norms, success against
+queries, the universal perturbation and patch as images, the ensemble's per-stage contributions,
+an example grid, and the validity checks of ``advkit.evaluation.checks``.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +13,91 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from advkit.audit.report import Image, Plot, Report, Section, Series
+from advkit.audit.report import Image, Plot, Report, Section, Series, Table
 from advkit.evaluation import checks
+from advkit.evaluation.metrics import proportion
+
+
+def _norm(s) -> str:
+    return s.params.get("norm", "Linf")
 
 
 def curves(report: Report) -> dict[tuple[str, str], list]:
-    """Evasion scenarios grouped by (attack, norm), sorted by eps."""
+    """Budgeted scenarios (attacks and the ensemble) grouped by (attack, norm), sorted by eps."""
     out = defaultdict(list)
     for s in report.scenarios:
-        if s.kind == "evasion":
-            out[(s.attack, s.params.get("norm", "inf"))].append(s)
+        if s.kind in ("evasion", "ensemble") and s.metrics.get("eps") is not None:
+            out[(s.attack, _norm(s))].append(s)
     for v in out.values():
         v.sort(key=lambda s: s.metrics["eps"])
     return dict(out)
 
 
-def curve_plot(report: Report) -> Plot:
-    series = []
-    for (attack, norm), scs in curves(report).items():
+def minimum_norm_scenarios(report: Report) -> list:
+    return [s for s in report.scenarios if s.kind == "evasion" and s.per_sample.get("minimum_norm")]
+
+
+def derived_curve(s, eps_grid: list[float], y: torch.Tensor, clean_pred: torch.Tensor) -> list:
+    """Robust accuracy at each eps implied by a minimum-norm attack's per-point norms: a point is
+    broken at eps when the attack fooled it with a perturbation of norm <= eps."""
+    dist = torch.tensor(s.per_sample["distance"])
+    correct = clean_pred == y
+    fooled = correct & (torch.tensor(s.per_sample["adv_pred"]) != y)
+    return [proportion(correct & ~(fooled & (dist <= e + 1e-9))) for e in eps_grid]
+
+
+def curve_plots(report: Report, y: torch.Tensor, clean_pred: torch.Tensor) -> list[Plot]:
+    groups = curves(report)
+    by_norm: dict[str, list[Series]] = defaultdict(list)
+    grids: dict[str, set] = defaultdict(set)
+    for (attack, norm), scs in groups.items():
         ra = [s.metrics["robust_accuracy"] for s in scs]
-        series.append(Series(label=f"{attack} ({norm})", x=[s.metrics["eps"] for s in scs],
-                             y=[p.value for p in ra], lo=[p.lo for p in ra], hi=[p.hi for p in ra]))
-    return Plot(title="Robust accuracy against eps (95 % Wilson bands)", xlabel="eps",
-                ylabel="robust accuracy", series=series, ylim=(0.0, 1.0))
+        label = "worst case (ensemble)" if attack == "ensemble" else attack
+        by_norm[norm].append(Series(label=label, x=[s.metrics["eps"] for s in scs],
+                                    y=[p.value for p in ra], lo=[p.lo for p in ra],
+                                    hi=[p.hi for p in ra]))
+        grids[norm].update(s.metrics["eps"] for s in scs)
+    for s in minimum_norm_scenarios(report):
+        norm = _norm(s)
+        dist = np.asarray(s.per_sample["distance"], dtype=float)
+        if grids[norm]:  # the eps grid of the budgeted attacks of the same norm
+            grid = sorted(grids[norm] | {0.0})
+        elif (dist > 0).any():
+            grid = [0.0, *np.quantile(dist[dist > 0], [0.25, 0.5, 0.75, 1.0]).tolist()]
+        else:
+            grid = [0.0]
+        ra = derived_curve(s, grid, y, clean_pred)
+        by_norm[norm].append(Series(label=f"{s.attack} (minimum norm)", x=grid, y=[p.value for p in ra],
+                                    lo=[p.lo for p in ra], hi=[p.hi for p in ra]))
+    return [Plot(title=f"Robust accuracy against {norm} eps (95 % Wilson bands)", xlabel="eps",
+                 ylabel="robust accuracy", series=series, ylim=(0.0, 1.0))
+            for norm, series in by_norm.items()]
+
+
+def norm_distribution(report: Report, y, clean_pred) -> Plot | None:
+    series = []
+    for s in minimum_norm_scenarios(report):
+        dist = torch.tensor(s.per_sample["distance"])
+        fooled = (clean_pred == y) & (torch.tensor(s.per_sample["adv_pred"]) != y)
+        if fooled.any():
+            series.append(Series(label=f"{s.attack} ({_norm(s)})", x=[], y=dist[fooled].tolist()))
+    if not series:
+        return None
+    return Plot(title="Minimum perturbation norms found (fooled points)", xlabel="norm",
+                ylabel="points", series=series, kind="hist")
+
+
+def query_plot(report: Report) -> Plot | None:
+    series = []
+    for s in report.scenarios:
+        trace = s.per_sample.get("extra", {}).get("success_by_query")
+        if trace:
+            series.append(Series(label=f"{s.attack} eps={s.metrics['eps']:g}",
+                                 x=list(range(1, len(trace) + 1)), y=list(trace)))
+    if not series:
+        return None
+    return Plot(title="Success against queries (score-based attacks)", xlabel="queries per point",
+                ylabel="share of points fooled", series=series, ylim=(0.0, 1.0))
 
 
 def _pixels(flat, shape) -> np.ndarray:
@@ -39,52 +107,93 @@ def _pixels(flat, shape) -> np.ndarray:
     return arr
 
 
+def perturbation_images(report: Report, info) -> list[Image]:
+    images = []
+    for s in report.scenarios:
+        extra = s.per_sample.get("extra", {})
+        if "perturbation" in extra and info.kind == "image":
+            v = np.asarray(extra["perturbation"], dtype=np.float32).reshape(info.shape)
+            scale = max(float(np.abs(v).max()), 1e-12)
+            fr = extra.get("fooling_rate")
+            cap = f"eps={s.metrics['eps']:g}" + (f", fooled {fr:.2f}" if fr is not None else "")
+            images.append(Image(caption=cap, pixels=_pixels(0.5 + 0.5 * v / scale, info.shape),
+                                group="universal"))
+        if "patch" in extra:
+            p = np.asarray(extra["patch"], dtype=np.float32)
+            images.append(Image(caption=f"patch ({s.id})", pixels=_pixels(p, p.shape), group="patch"))
+    return images
+
+
+def ensemble_table(report: Report) -> Table | None:
+    rows = []
+    for s in report.scenarios:
+        if s.kind != "ensemble":
+            continue
+        for st in s.per_sample.get("stages", []):
+            rows.append([s.metrics["eps"], st["label"], st["attacked"], st["broken"],
+                         st["marginal"]["value"], st["robust_after"]["value"], st["seconds"]])
+    if not rows:
+        return None
+    return Table(columns=["eps", "attack", "points attacked", "points broken", "marginal share of N",
+                          "worst-case robust accuracy after", "seconds"], rows=rows,
+                 title="Worst-case cascade: each attack runs only on the points still robust")
+
+
 def example_grid(report: Report, x, y, clean_pred, target, info) -> Section | None:
     if info.kind != "image":
         return None
     groups = curves(report)
-    if not groups:
+    key = next((k for k in groups if k[0] == "ensemble"), None) or (list(groups)[-1] if groups else None)
+    if key is None:
         return None
-    (attack, norm), scs = list(groups.items())[-1]
-    eps_values = [s.metrics["eps"] for s in scs if s.metrics["eps"] > 0]
-    if not eps_values:
+    scs = [s for s in groups[key] if s.metrics["eps"] > 0]
+    if not scs:
         return None
-    pick = min(scs, key=lambda s: abs(s.metrics["eps"] - float(np.median(eps_values))) if s.metrics["eps"] > 0 else 9)
+    median = float(np.median([s.metrics["eps"] for s in scs]))
+    pick = min(scs, key=lambda s: abs(s.metrics["eps"] - median))
     k = len(pick.per_sample["examples_x_adv"])
     with torch.no_grad():
         conf = torch.softmax(target.predict_scores(x[:k], check=False), 1).max(1).values
     names = info.class_names or tuple(str(i) for i in range(info.n_classes))
-    images = []
-    for i in range(k):
-        images.append(Image(caption=f"true {names[int(y[i])]} · pred {names[int(clean_pred[i])]} ({float(conf[i]):.2f})",
-                            pixels=_pixels(x[i].cpu().numpy(), info.shape), group="clean"))
-    for i in range(k):
-        p = pick.per_sample["adv_pred"][i]
-        c = pick.per_sample["adv_conf"][i]
-        images.append(Image(caption=f"pred {names[p]} ({c:.2f})",
-                            pixels=_pixels(pick.per_sample["examples_x_adv"][i], info.shape),
-                            group=f"{pick.attack} {norm} eps={pick.metrics['eps']:g}"))
+    images = [Image(caption=f"true {names[int(y[i])]} · pred {names[int(clean_pred[i])]} ({float(conf[i]):.2f})",
+                    pixels=_pixels(x[i].cpu().numpy(), info.shape), group="clean") for i in range(k)]
+    label = f"{pick.attack} {key[1]} eps={pick.metrics['eps']:g}"
+    images += [Image(caption=f"pred {names[p]} ({c:.2f})", pixels=_pixels(v, info.shape), group=label)
+               for p, c, v in zip(pick.per_sample["adv_pred"][:k], pick.per_sample["adv_conf"][:k],
+                                  pick.per_sample["examples_x_adv"], strict=True)]
     return Section(title="Clean and adversarial examples",
-                   text=f"The first {k} evaluated points, clean and after {pick.attack} ({norm}, "
-                        f"eps={pick.metrics['eps']:g}), with predictions and confidences.",
-                   images=images, image_columns=k)
+                   text=f"The first {k} evaluated points, clean and after {label}, with predictions "
+                        "and confidences.", images=images, image_columns=k)
 
 
 def add_evasion_sections(report: Report, *, x, y, clean_pred, target, info, unbounded: bool = True,
                          generator: torch.Generator | None = None) -> None:
-    """Curves, the example grid and the validity checks (``unbounded`` adds one PGD run whose
-    ball covers the whole input range)."""
-    groups = curves(report)
+    """Curves, distributions, images, the example grid and the validity checks (``unbounded``
+    adds one PGD run whose ball covers the whole input range)."""
+    plots = curve_plots(report, y, clean_pred)
+    for extra_plot in (norm_distribution(report, y, clean_pred), query_plot(report)):
+        if extra_plot is not None:
+            plots.append(extra_plot)
+    table = ensemble_table(report)
     report.sections.append(Section(
         title="Accuracy under attack",
         text="Robust accuracy = points still correctly classified after the attack / all N evaluated "
-             "points (AutoAttack's convention); eps = 0 is clean accuracy. Bands are 95 % Wilson intervals.",
-        plots=[curve_plot(report)]))
+             "points (AutoAttack's convention); eps = 0 is clean accuracy. The worst case counts a point "
+             "robust only if it survives every attack of the cascade. Minimum-norm attacks run once; "
+             "their curve counts a point broken at eps when the norm they needed is at most eps. "
+             "Bands are 95 % Wilson intervals.",
+        plots=plots, tables=[table] if table else []))
+    images = perturbation_images(report, info)
+    if images:
+        report.sections.append(Section(
+            title="Universal perturbations and patches",
+            text="Universal perturbations are shown scaled to [0, 1] (grey = no change).",
+            images=images, image_columns=4))
     grid = example_grid(report, x, y, clean_pred, target, info)
     if grid is not None:
         report.sections.append(grid)
     by_norm: dict[str, dict[str, dict[float, object]]] = defaultdict(dict)
-    for (attack, norm), scs in groups.items():
+    for (attack, norm), scs in curves(report).items():
         by_norm[norm][attack] = {s.metrics["eps"]: s.metrics["robust_accuracy"] for s in scs}
     for i, (norm, results) in enumerate(by_norm.items()):
         report.findings.extend(checks.run_evasion_checks(

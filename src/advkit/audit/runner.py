@@ -21,9 +21,11 @@ from advkit.audit.store import Store
 from advkit.data import Dataset
 from advkit.evaluation.metrics import attack_success_rate, proportion
 from advkit.targets.base import Target
+from advkit.threats import LpBall
 
 log = logging.getLogger("advkit.audit")
 N_EXAMPLES = 8
+STORE_VERSION = 2  # bump when the scenario record format changes
 
 
 @dataclass
@@ -57,45 +59,81 @@ def _generator(seed: int, sid: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(sid.encode()))
 
 
+# small extra outputs of attacks worth keeping in the report (images, query traces)
+_KEEP_EXTRA = ("perturbation", "patch", "fooling_rate", "success_by_query")
+
+
+def _plain_extra(extra: dict) -> dict:
+    out = {}
+    for k in _KEEP_EXTRA:
+        v = extra.get(k)
+        if v is not None:
+            out[k] = v.detach().cpu().tolist() if isinstance(v, torch.Tensor) else v
+    return out
+
+
+def _ensemble_record(sc: Scenario, target: Target, x, y, seed: int) -> dict:
+    from advkit.evaluation.ensemble import run_ensemble
+
+    res = run_ensemble(target, x, y, eps=sc.eps, norm=sc.norm.lower(), attacks=sc.params["attacks"],
+                       version=sc.params["version"], generator=_generator(seed, sc.id))
+    summary = res.summary()
+    conf = torch.softmax(target.predict_scores(res.x_adv, check=False), 1).max(1)
+    return {"robust": res.robust.tolist(), "adv_pred": conf.indices.tolist(),
+            "adv_conf": conf.values.tolist(), "broken_by": res.broken_by.tolist(),
+            "stages": summary["stages"], "x_adv": res.x_adv, "queries": sum(
+                st.queries for st in res.stages), "passes": sum(st.passes for st in res.stages),
+            "distance": LpBall(norm=sc.norm.lower(), eps=0).distance(res.x_adv, x).tolist()}
+
+
 def run_scenario(sc: Scenario, target: Target, x, y, clean_pred, *, seed: int) -> dict:
     """Run one scenario; return its JSON-able record (metrics plus per-sample arrays)."""
     t0 = time.perf_counter()
-    if sc.eps == 0:  # no budget: the adversarial point is the input itself
-        adv_pred, x_adv = clean_pred, x
+    rec: dict = {"id": sc.id, "kind": sc.kind, "attack": sc.attack, "norm": sc.norm, "eps": sc.eps,
+                 "params": sc.attack_params()}
+    if sc.kind == "ensemble":
+        rec.update(_ensemble_record(sc, target, x, y, seed))
+    elif sc.eps == 0:  # no budget: the adversarial point is the input itself
         conf = torch.softmax(target.predict_scores(x, check=False), 1).max(1).values
-        queries, passes, distance = 0, 0, torch.zeros(x.shape[0])
+        rec.update(adv_pred=clean_pred.tolist(), adv_conf=conf.tolist(), x_adv=x, queries=0,
+                   passes=0, distance=[0.0] * x.shape[0])
     else:
         attack = registry.create(sc.attack, **sc.attack_params())
         res = attack.attack(target, x, y, generator=_generator(seed, sc.id))
-        adv_pred, x_adv, conf = res.adv_pred, res.x_adv, res.adv_confidence
-        queries, passes, distance = res.queries, res.passes, res.distance
-    robust = (clean_pred == y) & (adv_pred == y)
-    return {
-        "id": sc.id, "attack": sc.attack, "norm": sc.norm, "eps": sc.eps, "params": sc.attack_params(),
-        "seconds": time.perf_counter() - t0, "queries": queries, "passes": passes,
-        "robust": robust.tolist(), "adv_pred": adv_pred.tolist(), "adv_conf": conf.tolist(),
-        "distance": distance.tolist(),
-        "examples_x_adv": x_adv[:N_EXAMPLES].reshape(min(N_EXAMPLES, x.shape[0]), -1).tolist(),
-    }
+        rec.update(adv_pred=res.adv_pred.tolist(), adv_conf=res.adv_confidence.tolist(),
+                   x_adv=res.x_adv, queries=res.queries, passes=res.passes,
+                   distance=res.distance.tolist(), success=res.success.tolist(),
+                   minimum_norm=attack.minimum_norm, extra=_plain_extra(res.extra))
+    if "robust" not in rec:
+        adv = torch.tensor(rec["adv_pred"])
+        rec["robust"] = ((clean_pred == y) & (adv == y)).tolist()
+    x_adv = rec.pop("x_adv")
+    rec["examples_x_adv"] = x_adv[:N_EXAMPLES].reshape(min(N_EXAMPLES, x.shape[0]), -1).tolist()
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
 
 
 def to_scenario_result(rec: dict, clean_pred: torch.Tensor, y: torch.Tensor) -> ScenarioResult:
     robust = torch.tensor(rec["robust"], dtype=torch.bool)
     adv_pred = torch.tensor(rec["adv_pred"])
     dist = torch.tensor(rec["distance"])
-    return ScenarioResult(
-        id=rec["id"], kind="evasion", attack=rec["attack"], params=rec["params"], seconds=rec["seconds"],
-        metrics={
-            "eps": rec["eps"],
-            "clean_accuracy": proportion(clean_pred == y),
-            "robust_accuracy": proportion(robust),
-            "attack_success_rate": attack_success_rate(clean_pred, adv_pred, y),
-            "median_distance": float(dist.median()) if dist.numel() else 0.0,
-            "queries": rec["queries"],
-            "passes": rec["passes"],
-        },
-        per_sample={k: rec[k] for k in ("robust", "adv_pred", "adv_conf", "distance", "examples_x_adv")},
-    )
+    fooled = (adv_pred != y) & (clean_pred == y)
+    metrics = {
+        "eps": rec["eps"],
+        "clean_accuracy": proportion(clean_pred == y),
+        "robust_accuracy": proportion(robust),
+        "attack_success_rate": attack_success_rate(clean_pred, adv_pred, y),
+        # median norm of the successful perturbations (what minimum-norm attacks are judged by)
+        "median_distance": float(dist[fooled].median()) if fooled.any() else None,
+        "queries": rec["queries"],
+        "passes": rec["passes"],
+    }
+    keep = ("robust", "adv_pred", "adv_conf", "distance", "examples_x_adv", "stages", "broken_by",
+            "extra", "minimum_norm")
+    params = {**rec["params"], "norm": rec["norm"]}
+    return ScenarioResult(id=rec["id"], kind="ensemble" if rec["kind"] == "ensemble" else "evasion",
+                          attack=rec["attack"], params=params, seconds=rec["seconds"],
+                          metrics=metrics, per_sample={k: rec[k] for k in keep if k in rec})
 
 
 def run_audit(spec: AuditSpec, *, out_dir: str | Path, spec_sha256: str, progress: bool | None = None,
@@ -111,7 +149,7 @@ def run_audit(spec: AuditSpec, *, out_dir: str | Path, spec_sha256: str, progres
         clean_pred = target.labels(x, check=False)
 
     plan = make_plan(spec)
-    run_key = zlib.crc32(f"{spec_sha256}|{subject.model_sha256}|{ds.sha256()}|{n}".encode())
+    run_key = zlib.crc32(f"{spec_sha256}|{subject.model_sha256}|{ds.sha256()}|{n}|{STORE_VERSION}".encode())
     store_path = Path(out_dir) / ".advkit-progress.sqlite"
     records = []
     with Store(store_path) as store, progress_bar(progress) as bar:

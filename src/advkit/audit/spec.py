@@ -10,6 +10,8 @@ A spec file is read with ``yaml.safe_load`` and validated with pydantic; every p
     attacks:
       - {name: fgsm, norm: inf, eps: [0.0, 0.05, 0.1, 0.2, 0.3]}
       - {name: pgd, norm: inf, eps: [0.0, 0.05, 0.1, 0.2, 0.3], params: {steps: 40}}
+      - {name: deepfool, norm: l2}      # minimum-norm attacks run once; eps is not used
+    ensemble: {norm: inf, eps: [0.1, 0.3], attacks: [pgd]}   # the worst-case verdict
     fail_under: {clean_accuracy: 0.9, "robust_accuracy@0.1": 0.5}
 """
 
@@ -76,6 +78,29 @@ class AttackSpec(_Strict):
         return sorted(set(float(e) for e in v))
 
 
+class EnsembleSpec(_Strict):
+    """The worst-case verdict: APGD-CE, then targeted APGD-DLR on survivors, then ``attacks``."""
+
+    norm: str = "inf"
+    eps: list[float] = Field(default_factory=lambda: [e for e in DEFAULT_EPS if e > 0])
+    attacks: list[str] = Field(default_factory=list)
+    version: str = "standard"
+
+    @field_validator("eps")
+    @classmethod
+    def _eps(cls, v):
+        if not v or any(e <= 0 for e in v):
+            raise ValueError("ensemble eps values must be > 0 (at least one)")
+        return sorted(set(float(e) for e in v))
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v):
+        if v not in ("standard", "custom"):
+            raise ValueError("version must be 'standard' (APGD-CE, APGD-T first) or 'custom'")
+        return v
+
+
 class EvaluationSpec(_Strict):
     n_samples: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=256, ge=1)
@@ -87,7 +112,8 @@ class AuditSpec(_Strict):
     dataset: DatasetSpec
     model: ModelSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    attacks: list[AttackSpec]
+    attacks: list[AttackSpec] = Field(default_factory=list)
+    ensemble: EnsembleSpec | None = None
     fail_under: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("dataset", mode="before")
@@ -95,12 +121,11 @@ class AuditSpec(_Strict):
     def _dataset_shorthand(cls, v):
         return {"name": v} if isinstance(v, str) else v
 
-    @field_validator("attacks")
-    @classmethod
-    def _attacks(cls, v):
-        if not v:
-            raise ValueError("name at least one attack")
-        return v
+    @model_validator(mode="after")
+    def _something_to_run(self):
+        if not self.attacks and self.ensemble is None:
+            raise ValueError("name at least one attack (attacks: [...]) or an ensemble")
+        return self
 
     def sha256(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
@@ -108,7 +133,8 @@ class AuditSpec(_Strict):
 
 
 def default_spec() -> AuditSpec:
-    """The built-in audit: digits, a cnn-small trained on the fly, FGSM and PGD L∞ over an eps sweep."""
+    """The built-in audit: digits, a cnn-small trained on the fly, FGSM and PGD L∞ over an eps sweep,
+    and the worst-case ensemble (APGD-CE, APGD-T, then PGD) as the verdict."""
     return AuditSpec(
         title="advkit default audit: digits / cnn-small",
         seed=0,
@@ -118,6 +144,7 @@ def default_spec() -> AuditSpec:
             AttackSpec(name="fgsm", norm="inf", eps=DEFAULT_EPS),
             AttackSpec(name="pgd", norm="inf", eps=DEFAULT_EPS, params={"steps": 40, "restarts": 1}),
         ],
+        ensemble=EnsembleSpec(norm="inf", eps=[0.05, 0.1, 0.2, 0.3], attacks=["pgd"]),
     )
 
 
@@ -142,9 +169,11 @@ def parse_spec(data: Any, *, source: str = "spec") -> AuditSpec:
     from advkit import registry
 
     known = set(registry.list("evasion"))
-    for a in spec.attacks:
-        if a.name not in known:
-            raise AuditSpecError(f"{source}: unknown attack {a.name!r}; known evasion attacks: {', '.join(sorted(known))}")
+    names = [a.name for a in spec.attacks] + (spec.ensemble.attacks if spec.ensemble else [])
+    for name in names:
+        if name not in known:
+            raise AuditSpecError(f"{source}: unknown attack {name!r}; known evasion attacks: "
+                                 f"{', '.join(sorted(known))}")
     return spec
 
 
@@ -153,14 +182,15 @@ def load_spec(path: str | Path) -> tuple[AuditSpec, str]:
     p = Path(path)
     if not p.is_file():
         raise AuditSpecError(f"spec file {str(p)!r} does not exist; pass the path of a YAML audit spec")
-    raw = p.read_bytes()
+    raw = p.read_bytes()  # the spec's hash is of these bytes
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise AuditSpecError(f"{p} is not valid YAML: {exc}") from None
     spec = parse_spec(data, source=str(p))
-    if spec.model.path is not None and not Path(spec.model.path).is_absolute():
-        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"path": str(p.parent / spec.model.path)})})
-    if spec.dataset.path is not None and not Path(spec.dataset.path).is_absolute():
-        spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"path": str(p.parent / spec.dataset.path)})})
+    for part in ("model", "dataset"):  # relative paths are relative to the spec file
+        sub = getattr(spec, part)
+        if sub.path is not None and not Path(sub.path).is_absolute():
+            sub = sub.model_copy(update={"path": str(p.parent / sub.path)})
+            spec = spec.model_copy(update={part: sub})
     return spec, hashlib.sha256(raw).hexdigest()

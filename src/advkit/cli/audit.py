@@ -34,6 +34,9 @@ def audit(
     seed: int = typer.Option(None, "--seed", help="Override the spec's seed."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore finished scenarios saved by an earlier run."),
     quick: bool = typer.Option(False, "--quick", help="Presets only: a small, fast version."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle",
+                                      help="Load a pickle-based model file (runs its code: only for "
+                                           "files you trust)."),
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."),
 ) -> int:
     """Attack a model, measure the damage, write report.html and report.json, print a summary."""
@@ -59,6 +62,8 @@ def audit(
             s, sha = load_spec(spec)
         if seed is not None:
             s = s.model_copy(update={"seed": seed})
+        if trust_pickle:
+            s = s.model_copy(update={"model": s.model.model_copy(update={"trust_pickle": True})})
         thresholds = {**s.fail_under, **thresholds}
         out.mkdir(parents=True, exist_ok=True)
         report = run_audit(s, out_dir=out, spec_sha256=sha, progress=progress, resume=not fresh)
