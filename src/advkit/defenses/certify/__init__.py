@@ -1,0 +1,1 @@
+"""Certified defenses: randomized smoothing (Cohen, Rosenfeld & Kolter 2019)."""
