@@ -16,10 +16,23 @@ def train(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed"),
     label_column: str = typer.Option(None, "--label-column", help="CSV files: the label column."),
+    poison: str = typer.Option(None, "--poison", help="Poison the training data first: badnets, "
+                               "blended, label_flip, tabular_backdoor (see advkit list poisoning)."),
+    poison_rate: float = typer.Option(None, "--poison-rate", help="Share of training points poisoned."),
+    target: int = typer.Option(None, "--target", help="The backdoor's target class."),
     progress: bool = typer.Option(None, "--progress/--no-progress"),
 ) -> int:
-    """Train a model from the zoo and save it safely (no pickle)."""
+    """Train a model from the zoo (optionally on poisoned data) and save it safely (no pickle)."""
     import torch
+
+    if poison is not None:
+        return _train_poisoned(dataset, model, out, epochs, lr, batch_size, seed, label_column,
+                               poison, poison_rate, target, progress)
+    if poison_rate is not None or target is not None:
+        from advkit.errors import InvalidParameterError
+
+        raise InvalidParameterError("--poison", None, "a poisoning attack name when --poison-rate or "
+                                    "--target is given")
 
     from advkit.data import load
     from advkit.models.io import save_model
@@ -37,5 +50,45 @@ def train(
                       extra={"training": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
                                           "test_accuracy": acc, "seconds": hist.total_seconds}})
     typer.echo(f"trained {model} on {ds.info.name}: test accuracy {acc:.4f} ({ds.x_test.shape[0]} points)")
+    typer.echo(f"saved to {path}")
+    return 0
+
+
+def _train_poisoned(dataset, model, out, epochs, lr, batch_size, seed, label_column, poison,
+                    poison_rate, target, progress) -> int:
+    import torch
+
+    from advkit import registry
+    from advkit.attacks.poisoning.train import train_poisoned
+    from advkit.data import load
+    from advkit.errors import InvalidParameterError
+    from advkit.models.io import save_model
+
+    if poison not in registry.list("poisoning"):
+        raise InvalidParameterError("--poison", poison, f"one of {', '.join(registry.list('poisoning'))}")
+    params = {k: v for k, v in (("rate", poison_rate), ("target", target)) if v is not None}
+    ds = load(dataset, label_column=label_column)
+    attack = registry.create(poison, **params)
+    net, poisoned, metrics = train_poisoned(ds, attack=attack, model_name=model, epochs=epochs, seed=seed,
+                                            progress=progress, batch_size=batch_size, lr=lr)
+    record = {"attack": poison, "params": attack.params(),
+              "n_poisoned": int(poisoned.indices.numel()), "target": poisoned.target,
+              "clean_accuracy": metrics.clean_accuracy.as_dict(),
+              "attack_success": None if metrics.attack_success is None else metrics.attack_success.as_dict()}
+    if isinstance(net, torch.nn.Module):
+        path = save_model(net, out, dataset_info=ds.info,
+                          extra={"training": {"epochs": epochs, "lr": lr, "batch_size": batch_size,
+                                              "seed": seed}, "poisoning": record})
+    else:
+        import skops.io
+
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "model.skops"
+        skops.io.dump(net, path)
+    typer.echo(f"trained {model} on {ds.info.name} poisoned by {poison} "
+               f"({record['n_poisoned']} of {ds.x_train.shape[0]} training points)")
+    typer.echo(f"clean accuracy {metrics.clean_accuracy}")
+    if metrics.attack_success is not None:
+        typer.echo(f"attack success {metrics.attack_success}")
     typer.echo(f"saved to {path}")
     return 0
