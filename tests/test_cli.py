@@ -97,3 +97,20 @@ def test_train_then_audit_saved_model_and_refuse_pickle(tmp_path, capsys):
     assert "UnsafeModelError" in err and "pickle" in err and "trust" in err
     with pytest.warns(UserWarning, match="trust"):
         assert run(["audit", str(spec), "--out", str(tmp_path / "r3"), "--trust-pickle"]) == 0
+
+
+def test_train_poisoned_and_defended(tmp_path, capsys):
+    assert run(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "3", "--out", str(tmp_path / "p"),
+                "--poison", "badnets", "--poison-rate", "0.1", "--target", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "attack success" in out and "clean accuracy" in out
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert cfg["extra"]["poisoning"]["attack"] == "badnets" and cfg["extra"]["poisoning"]["target"] == 0
+    assert run(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "d"),
+                "--defense", "trades", "--eps", "0.1", "--no-progress"]) == 0
+    cfg = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert cfg["extra"]["training"]["defense"] == {"defense": "trades", "eps": 0.1}
+    assert run(["train", "--dataset", "digits", "--model", "mlp", "--out", str(tmp_path / "x"),
+                "--defense", "nope"]) == 2
+    assert run(["train", "--dataset", "digits", "--model", "mlp", "--out", str(tmp_path / "x"),
+                "--poison", "nope"]) == 2

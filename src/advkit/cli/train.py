@@ -20,11 +20,21 @@ def train(
                                "blended, label_flip, tabular_backdoor (see advkit list poisoning)."),
     poison_rate: float = typer.Option(None, "--poison-rate", help="Share of training points poisoned."),
     target: int = typer.Option(None, "--target", help="The backdoor's target class."),
+    defense: str = typer.Option(None, "--defense", help="Train robustly: pgd-at (Madry 2018), "
+                                "fast-fgsm (Wong 2020), trades (Zhang 2019), gaussian (Cohen 2019)."),
+    eps: float = typer.Option(0.3, "--eps", help="--defense pgd-at/fast-fgsm/trades: L∞ budget."),
+    sigma: float = typer.Option(0.25, "--sigma", help="--defense gaussian: noise level."),
+    warmup_batches: int = typer.Option(0, "--warmup-batches",
+                                       help="Ramp eps up linearly over this many batches."),
     progress: bool = typer.Option(None, "--progress/--no-progress"),
 ) -> int:
     """Train a model from the zoo (optionally on poisoned data) and save it safely (no pickle)."""
     import torch
 
+    if poison is not None and defense is not None:
+        from advkit.errors import InvalidParameterError
+
+        raise InvalidParameterError("--defense", defense, "no --defense together with --poison")
     if poison is not None:
         return _train_poisoned(dataset, model, out, epochs, lr, batch_size, seed, label_column,
                                poison, poison_rate, target, progress)
@@ -43,15 +53,44 @@ def train(
     ds = load(dataset, label_column=label_column)
     gen = torch.Generator().manual_seed(seed)
     net = build(model, input_shape=ds.info.shape, n_classes=ds.info.n_classes, generator=gen)
+    hook, loss_fn, robust = _defense(defense, eps, sigma, warmup_batches, seed, ds.info.bounds)
     hist = fit(net, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size, lr=lr, generator=gen,
-               progress=progress)
+               progress=progress, batch_hook=hook, loss_fn=loss_fn)
     acc = evaluate_accuracy(net, ds.x_test, ds.y_test)
     path = save_model(net, out, dataset_info=ds.info,
                       extra={"training": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
-                                          "test_accuracy": acc, "seconds": hist.total_seconds}})
+                                          "test_accuracy": acc, "seconds": hist.total_seconds,
+                                          "defense": robust}})
     typer.echo(f"trained {model} on {ds.info.name}: test accuracy {acc:.4f} ({ds.x_test.shape[0]} points)")
     typer.echo(f"saved to {path}")
     return 0
+
+
+def _defense(defense, eps, sigma, warmup_batches, seed, bounds):
+    """(batch_hook, loss_fn, record) for ``--defense``; all None without one."""
+    import torch
+
+    from advkit.errors import InvalidParameterError
+
+    if defense is None:
+        return None, None, None
+    gen = torch.Generator().manual_seed(seed + 1)
+    if defense in ("pgd-at", "fast-fgsm"):
+        from advkit.defenses.training import adversarial_batch_hook
+
+        hook = adversarial_batch_hook(defense, eps, generator=gen, warmup_batches=warmup_batches,
+                                      bounds=bounds)
+        return hook, None, {"defense": defense, "eps": eps, "warmup_batches": warmup_batches}
+    if defense == "trades":
+        from advkit.defenses.training import TRADES
+
+        trades = TRADES(eps=eps, bounds=bounds)
+        return None, lambda m, xb, yb: trades.loss(m, xb, yb, gen), {"defense": "trades", "eps": eps}
+    if defense == "gaussian":
+        from advkit.defenses.certify.smoothing import gaussian_augmentation_hook
+
+        return gaussian_augmentation_hook(sigma, gen), None, {"defense": "gaussian", "sigma": sigma}
+    raise InvalidParameterError("--defense", defense, "one of pgd-at, fast-fgsm, trades, gaussian")
 
 
 def _train_poisoned(dataset, model, out, epochs, lr, batch_size, seed, label_column, poison,

@@ -108,7 +108,9 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
           weight_decay: float = 0.0, generator: torch.Generator | None = None,
           progress: bool | None = None,
           on_epoch: Callable[[int, TrainHistory], bool | None] | None = None,
-          batch_hook: BatchHook | None = None) -> TrainHistory:
+          batch_hook: BatchHook | None = None,
+          loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+          ) -> TrainHistory:
     """Train ``model`` in place with Adam on cross-entropy; return its :class:`TrainHistory`.
 
     Batches are drawn by ``torch.randperm(generator=generator)`` each epoch, so the same
@@ -117,6 +119,8 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
     eval mode afterwards. ``batch_hook(xb, yb, model)`` runs on every batch before the update and
     may return a replacement ``(xb, yb)`` (or None to keep the batch). ``on_epoch(epoch, history)``
     runs after each epoch (``epoch`` counts from 1); returning True stops training early.
+    ``loss_fn(model, xb, yb)`` replaces the cross-entropy (e.g. TRADES) and returns a scalar loss;
+    the reported training accuracy then comes from one extra forward on the batch.
     ``progress``: a rich progress bar on stderr if True, or if None and stderr is a terminal.
     """
     if not isinstance(model, nn.Module):
@@ -167,11 +171,18 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
                             )
                     model.train()
                 opt.zero_grad(set_to_none=True)
-                logits = model(xb)
-                if not checked:
-                    _check_labels(logits, y)
+                if not checked:  # labels against the model's outputs, once, before any loss
+                    with torch.no_grad():
+                        _check_labels(model(xb), y)
                     checked = True
-                loss = nn.functional.cross_entropy(logits, yb)
+                if loss_fn is None:
+                    logits = model(xb)
+                    loss = nn.functional.cross_entropy(logits, yb)
+                else:
+                    loss = loss_fn(model, xb, yb)
+                    model.train()
+                    with torch.no_grad():
+                        logits = model(xb)
                 loss.backward()
                 opt.step()
                 loss_sum += loss.detach() * yb.shape[0]
