@@ -21,7 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from advkit.errors import IncompatibleTargetError, InputContractError, InvalidParameterError, check_range
+from advkit.errors import (
+    IncompatibleTargetError,
+    InputContractError,
+    InvalidParameterError,
+    check_range,
+)
 from advkit.registry import register
 from advkit.targets.base import Target
 
@@ -44,7 +49,8 @@ def check_data(x, y) -> tuple[torch.Tensor, torch.Tensor]:
     y = torch.as_tensor(y)
     if not x.is_floating_point() or x.dim() < 2 or not torch.isfinite(x).all():
         raise InputContractError(
-            f"x_clean must be a finite float batch (N, ...), got dtype {x.dtype} shape {tuple(x.shape)}"
+            f"x_clean must be a finite float batch (N, ...), got dtype {x.dtype} "
+            f"and shape {tuple(x.shape)}"
         )
     if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
         raise InputContractError(
@@ -77,7 +83,7 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def predict_scores(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """The model's outputs in eval mode without gradients (its mode is restored), on ``x``'s device."""
+    """The model's outputs in eval mode without gradients (mode restored), on ``x``'s device."""
     was, dev = model.training, _device(model)
     model.eval()
     try:
@@ -101,7 +107,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def channel_activity(model: nn.Module, module: nn.Module, x: torch.Tensor,
                      batch_size: int = 512) -> torch.Tensor:
-    """Mean activation of each output channel of ``module`` over ``x`` (after a ReLU), shape (C,)."""
+    """Mean activation (after a ReLU) of each output channel of ``module`` over ``x``: (C,)."""
     total: list[torch.Tensor] = []
 
     def hook(_m, _inp, out):
