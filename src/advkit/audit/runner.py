@@ -50,7 +50,8 @@ def load_subject(spec: AuditSpec, *, progress: bool | None = None) -> AuditSubje
     else:
         loaded = load_model(spec.model.path, trust_pickle=spec.model.trust_pickle)
         model, sha = loaded.model, loaded.sha256
-        info = {"source": str(spec.model.path), "kind": loaded.kind, **loaded.config}
+        info = {"name": Path(spec.model.path).name, "source": str(spec.model.path), "kind": loaded.kind,
+                **loaded.config}
     target = target_for(model, ds, batch_size=spec.evaluation.batch_size)
     return AuditSubject(ds, target, info, sha)
 

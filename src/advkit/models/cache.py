@@ -39,7 +39,8 @@ def trained_zoo_model(ds, model_spec, *, seed: int, progress: bool | None = None
               "tag": tag, "data_sha256": ds.sha256(), "advkit": advkit.__version__}
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:24]
     folder = cache_root() / "models" / key
-    info = {"zoo": model_spec.zoo, "epochs": model_spec.epochs, "cache": str(folder)}
+    info = {"name": f"{model_spec.zoo} (trained on the fly)", "zoo": model_spec.zoo,
+            "epochs": model_spec.epochs, "cache": str(folder)}
     if (folder / "config.json").is_file():
         try:
             loaded = load_model(folder)
