@@ -35,6 +35,9 @@ EPS = 0.3
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available() and not os.environ.get("ADVKIT_ADV_TRAINING_CPU"),
+                    reason="PGD-40 adversarial training of cnn-madry takes hours on a 2-core CPU; it runs "
+                           "where CUDA is available (or set ADVKIT_ADV_TRAINING_CPU=1)")
 def test_pgd_adversarial_training_reaches_madry_robustness():
     from advkit.data import available, load
 
