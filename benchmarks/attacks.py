@@ -36,26 +36,49 @@ def main(argv=None) -> dict:
     fb = fwd_bwd_time(model, x, y)
     fw = fwd_time(model, x)
     rows = {}
-    for name, params, passes in [("fgsm", {"eps": 0.3}, 1),
-                                 ("pgd", {"eps": 0.3, "steps": 40, "step_size": 0.01}, 40),
-                                 ("pgd", {"eps": 0.3, "steps": 100, "step_size": 0.01}, 100)]:
+    for name, params, passes in [
+        ("fgsm", {"eps": 0.3}, 1),
+        ("pgd", {"eps": 0.3, "steps": 40, "step_size": 0.01}, 40),
+        ("pgd", {"eps": 0.3, "steps": 100, "step_size": 0.01}, 100),
+    ]:
         attack = registry.create(name, **params)
         gen = torch.Generator(device=args.device).manual_seed(0)
-        t = median_time(lambda a=attack: a.attack(target, x, y, generator=gen), repeats=args.repeats,
-                        device=args.device)
+        t = median_time(
+            lambda a=attack, g=gen: a.attack(target, x, y, generator=g),
+            repeats=args.repeats,
+            device=args.device,
+        )
         res = attack.attack(target, x, y, generator=gen)
         floor = passes * fb
         key = f"{name}-{params.get('steps', 1)}"
-        rows[key] = {"seconds": t, "floor_seconds": floor, "ratio": t / floor, "passes": passes,
-                     "robust_accuracy": res.robust_accuracy().value}
-    out = {"device": str(args.device), "batch": args.batch, "fwd_bwd_seconds": fb, "fwd_seconds": fw,
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "attacks": rows}
-    print(f"LeNet/MNIST, batch {args.batch}, device {args.device}, torch threads {torch.get_num_threads()}")
+        rows[key] = {
+            "seconds": t,
+            "floor_seconds": floor,
+            "ratio": t / floor,
+            "passes": passes,
+            "robust_accuracy": res.robust_accuracy().value,
+        }
+    out = {
+        "device": str(args.device),
+        "batch": args.batch,
+        "fwd_bwd_seconds": fb,
+        "fwd_seconds": fw,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "attacks": rows,
+    }
+    print(
+        f"LeNet/MNIST, batch {args.batch}, device {args.device}, torch threads {torch.get_num_threads()}"
+    )
     print(f"forward+backward {fb * 1e3:.2f} ms, forward {fw * 1e3:.2f} ms (medians)")
-    print(f"{'attack':<10} {'passes':>6} {'time s':>9} {'floor s':>9} {'ratio':>6} {'robust acc':>10}")
+    print(
+        f"{'attack':<10} {'passes':>6} {'time s':>9} {'floor s':>9} {'ratio':>6} {'robust acc':>10}"
+    )
     for k, r in rows.items():
-        print(f"{k:<10} {r['passes']:>6} {r['seconds']:>9.4f} {r['floor_seconds']:>9.4f} {r['ratio']:>6.2f} "
-              f"{r['robust_accuracy']:>10.3f}")
+        print(
+            f"{k:<10} {r['passes']:>6} {r['seconds']:>9.4f} {r['floor_seconds']:>9.4f} {r['ratio']:>6.2f} "
+            f"{r['robust_accuracy']:>10.3f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return out

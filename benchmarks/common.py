@@ -14,7 +14,9 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1, device="cpu") -> float:
+def median_time(
+    fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1, device="cpu"
+) -> float:
     for _ in range(warmup):
         fn()
     sync(device)
@@ -27,7 +29,9 @@ def median_time(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1, 
     return statistics.median(times)
 
 
-def fwd_bwd_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, repeats: int = 20) -> float:
+def fwd_bwd_time(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, repeats: int = 20
+) -> float:
     """Median time of one forward + backward (gradient w.r.t. the input only) on this batch."""
 
     def step():
@@ -53,5 +57,7 @@ def lenet_mnist(device="cpu", *, epochs: int = 3, seed: int = 0, progress: bool 
     from advkit.models.cache import trained_zoo_model
 
     ds = load("mnist")
-    model, _ = trained_zoo_model(ds, ModelSpec(zoo="lenet", epochs=epochs), seed=seed, progress=progress)
+    model, _ = trained_zoo_model(
+        ds, ModelSpec(zoo="lenet", epochs=epochs), seed=seed, progress=progress
+    )
     return model.to(device).eval(), ds

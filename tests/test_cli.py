@@ -38,8 +38,12 @@ def test_list_and_describe(capsys):
 
 
 def test_unknown_name_exits_2_without_traceback():
-    p = subprocess.run([sys.executable, "-m", "advkit.cli.main", "describe", "nope"],
-                       capture_output=True, text=True, env={**os.environ, "CI": "true"})
+    p = subprocess.run(
+        [sys.executable, "-m", "advkit.cli.main", "describe", "nope"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CI": "true"},
+    )
     assert p.returncode == 2
     assert "nope" in p.stderr and "pgd" in p.stderr
     assert "Traceback" not in p.stderr + p.stdout
@@ -61,7 +65,10 @@ def test_audit_spec_writes_report_resumes_and_gates(tmp_path, capsys):
     assert "fgsm" in md and "pgd" in md
     doc = json.loads((out / "report.json").read_text())
     assert doc["schema_version"] and doc["manifest"]["seed"] == 3
-    assert len(doc["manifest"]["sha256"]["model"]) == 64 and len(doc["manifest"]["sha256"]["spec"]) == 64
+    assert (
+        len(doc["manifest"]["sha256"]["model"]) == 64
+        and len(doc["manifest"]["sha256"]["spec"]) == 64
+    )
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
     first = {s["id"]: s["metrics"]["robust_accuracy"]["k"] for s in doc["scenarios"]}
@@ -71,26 +78,48 @@ def test_audit_spec_writes_report_resumes_and_gates(tmp_path, capsys):
     doc2 = json.loads((out / "report.json").read_text())
     assert {s["id"]: s["metrics"]["robust_accuracy"]["k"] for s in doc2["scenarios"]} == first
     # a missed threshold exits 1 and says which
-    assert run(["audit", str(spec), "--out", str(out), "--fail-under", "robust_accuracy@0.1=1.01"]) == 1
+    assert (
+        run(["audit", str(spec), "--out", str(out), "--fail-under", "robust_accuracy@0.1=1.01"])
+        == 1
+    )
     assert "robust_accuracy@0.1" in capsys.readouterr().err
     assert run(["audit", str(spec), "--out", str(out), "--fail-under", "nonsense=1"]) == 2
 
 
 def test_train_then_audit_saved_model_and_refuse_pickle(tmp_path, capsys):
     mdir = tmp_path / "m"
-    assert run(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--out", str(mdir),
-                "--no-progress"]) == 0
+    assert (
+        run(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "2",
+                "--out",
+                str(mdir),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (mdir / "model.safetensors").is_file() and (mdir / "config.json").is_file()
     spec = tmp_path / "s.yaml"
-    spec.write_text("dataset: digits\nmodel: {path: m}\nevaluation: {n_samples: 20}\n"
-                    "attacks: [{name: fgsm, eps: [0.1]}]\n")
+    spec.write_text(
+        "dataset: digits\nmodel: {path: m}\nevaluation: {n_samples: 20}\n"
+        "attacks: [{name: fgsm, eps: [0.1]}]\n"
+    )
     assert run(["audit", str(spec), "--out", str(tmp_path / "r")]) == 0
     import torch
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
     torch.save(net, tmp_path / "m.pt")  # a whole pickled module: loading it runs pickle code
-    spec.write_text("dataset: digits\nmodel: {path: m.pt}\nevaluation: {n_samples: 20}\n"
-                    "attacks: [{name: fgsm, eps: [0.1]}]\n")
+    spec.write_text(
+        "dataset: digits\nmodel: {path: m.pt}\nevaluation: {n_samples: 20}\n"
+        "attacks: [{name: fgsm, eps: [0.1]}]\n"
+    )
     capsys.readouterr()
     assert run(["audit", str(spec), "--out", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
@@ -100,17 +129,88 @@ def test_train_then_audit_saved_model_and_refuse_pickle(tmp_path, capsys):
 
 
 def test_train_poisoned_and_defended(tmp_path, capsys):
-    assert run(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "3", "--out", str(tmp_path / "p"),
-                "--poison", "badnets", "--poison-rate", "0.1", "--target", "0", "--no-progress"]) == 0
+    assert (
+        run(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "3",
+                "--out",
+                str(tmp_path / "p"),
+                "--poison",
+                "badnets",
+                "--poison-rate",
+                "0.1",
+                "--target",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "attack success" in out and "clean accuracy" in out
     cfg = json.loads((tmp_path / "p" / "config.json").read_text())
-    assert cfg["extra"]["poisoning"]["attack"] == "badnets" and cfg["extra"]["poisoning"]["target"] == 0
-    assert run(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "d"),
-                "--defense", "trades", "--eps", "0.1", "--no-progress"]) == 0
+    assert (
+        cfg["extra"]["poisoning"]["attack"] == "badnets"
+        and cfg["extra"]["poisoning"]["target"] == 0
+    )
+    assert (
+        run(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "d"),
+                "--defense",
+                "trades",
+                "--eps",
+                "0.1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((tmp_path / "d" / "config.json").read_text())
     assert cfg["extra"]["training"]["defense"] == {"defense": "trades", "eps": 0.1}
-    assert run(["train", "--dataset", "digits", "--model", "mlp", "--out", str(tmp_path / "x"),
-                "--defense", "nope"]) == 2
-    assert run(["train", "--dataset", "digits", "--model", "mlp", "--out", str(tmp_path / "x"),
-                "--poison", "nope"]) == 2
+    assert (
+        run(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp",
+                "--out",
+                str(tmp_path / "x"),
+                "--defense",
+                "nope",
+            ]
+        )
+        == 2
+    )
+    assert (
+        run(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp",
+                "--out",
+                str(tmp_path / "x"),
+                "--poison",
+                "nope",
+            ]
+        )
+        == 2
+    )

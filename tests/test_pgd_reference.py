@@ -15,8 +15,15 @@ def _trained_digits_model():
     x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(d.target)
     g = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(16 * 16, 64), nn.ReLU(), nn.Linear(64, 10))
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 16, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * (1.0 / p.shape[-1]) ** 0.5)
@@ -25,7 +32,7 @@ def _trained_digits_model():
     train, test = perm[:1400], perm[1400:]
     for _ in range(15):
         for i in range(0, 1400, 64):
-            idx = train[i:i + 64]
+            idx = train[i : i + 64]
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
@@ -60,7 +67,9 @@ def test_pgd_linf_matches_reference_loop(digits_model, eps, alpha):
     ref = _reference_pgd(model, x, y, eps, alpha, 40)
     with torch.no_grad():
         ref_robust = (clean_ok & (model(ref).argmax(1) == y)).float().mean().item()
-    res = registry.create("pgd", eps=eps, step_size=alpha, steps=40, random_start=False).attack(target, x, y)
+    res = registry.create("pgd", eps=eps, step_size=alpha, steps=40, random_start=False).attack(
+        target, x, y
+    )
     ours = res.robust_accuracy().value
     assert abs(ours - ref_robust) <= 0.01, (ours, ref_robust)
     assert res.robust_accuracy().n == x.shape[0]

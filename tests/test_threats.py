@@ -74,7 +74,9 @@ def test_normalize_grad_has_unit_norm_and_ascends(norm):
     assert ((d * g).sum(1) > 0).all()
 
 
-@pytest.mark.parametrize("bad", [{"norm": 3}, {"norm": "l7"}, {"eps": -1.0}, {"eps": math.inf}, {"eps": float("nan")}])
+@pytest.mark.parametrize(
+    "bad", [{"norm": 3}, {"norm": "l7"}, {"eps": -1.0}, {"eps": math.inf}, {"eps": float("nan")}]
+)
 def test_bad_parameters_raise(bad):
     with pytest.raises(InvalidParameterError) as ei:
         LpBall(**bad)

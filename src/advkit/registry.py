@@ -90,7 +90,7 @@ def create(name: str, **params):
         return entry.cls(**params)
     except TypeError as exc:
         allowed = ", ".join(p for p, _, _ in entry.parameters())
-        raise InvalidParameterError(name, params, f"keyword parameters among ({allowed}): {exc}")
+        raise InvalidParameterError(name, params, f"keyword parameters among ({allowed}): {exc}") from None
 
 
 def entries(family: str | None = None) -> builtins.list[Entry]:

@@ -114,7 +114,9 @@ class LpBall:
             return x.clone()
         return x + self.random_delta(x, generator)
 
-    def random_delta(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def random_delta(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """A perturbation drawn uniformly from the ball (sampled on the generator's device)."""
         n = x.shape[0]
         d = x[0].numel()
@@ -131,7 +133,9 @@ class LpBall:
             # uniform in the L1 ball: d+1 exponentials with random signs, normalised by their sum
             e = -torch.log(torch.rand((n, d + 1), **kw).clamp_min(1e-12))
             signs = torch.randint(0, 2, (n, d), device=dev, generator=generator) * 2 - 1
-            delta = (signs.to(x.dtype) * e[:, :d] / e.sum(1, keepdim=True)).reshape(x.shape) * self.eps
+            delta = (signs.to(x.dtype) * e[:, :d] / e.sum(1, keepdim=True)).reshape(
+                x.shape
+            ) * self.eps
         return delta.to(x.device)
 
     def normalize_grad(self, g: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,14 @@ from advkit.audit.plan import make_plan
 from advkit.audit.spec import default_spec, load_spec, parse_spec
 from advkit.errors import AuditSpecError
 
-GOOD = {"dataset": "digits", "model": {"zoo": "cnn-small", "epochs": 2},
-        "attacks": [{"name": "fgsm", "eps": [0.1, 0.0, 0.1]}, {"name": "pgd", "norm": "l2", "eps": [0.5]}]}
+GOOD = {
+    "dataset": "digits",
+    "model": {"zoo": "cnn-small", "epochs": 2},
+    "attacks": [
+        {"name": "fgsm", "eps": [0.1, 0.0, 0.1]},
+        {"name": "pgd", "norm": "l2", "eps": [0.5]},
+    ],
+}
 
 
 def test_plan_from_spec():
@@ -23,15 +29,18 @@ def test_default_spec_is_digits_fgsm_pgd():
     assert s.sha256() == default_spec().sha256()
 
 
-@pytest.mark.parametrize("bad,needle", [
-    ({**GOOD, "attacks": [{"name": "nope"}]}, "unknown attack 'nope'"),
-    ({**GOOD, "attacks": []}, "attacks"),
-    ({**GOOD, "model": {"zoo": "cnn-small", "path": "x"}}, "exactly one of 'zoo'"),
-    ({**GOOD, "modle": {}}, "modle: unknown field"),
-    ({**GOOD, "attacks": [{"name": "pgd", "eps": [-0.1]}]}, "eps values must be >= 0"),
-    ({**GOOD, "model": {"zoo": "cnn-small", "epochs": 0}}, "model.epochs"),
-    ([1, 2], "must be a YAML mapping"),
-])
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ({**GOOD, "attacks": [{"name": "nope"}]}, "unknown attack 'nope'"),
+        ({**GOOD, "attacks": []}, "attacks"),
+        ({**GOOD, "model": {"zoo": "cnn-small", "path": "x"}}, "exactly one of 'zoo'"),
+        ({**GOOD, "modle": {}}, "modle: unknown field"),
+        ({**GOOD, "attacks": [{"name": "pgd", "eps": [-0.1]}]}, "eps values must be >= 0"),
+        ({**GOOD, "model": {"zoo": "cnn-small", "epochs": 0}}, "model.epochs"),
+        ([1, 2], "must be a YAML mapping"),
+    ],
+)
 def test_malformed_specs(bad, needle):
     with pytest.raises(AuditSpecError) as ei:
         parse_spec(bad)
@@ -54,5 +63,7 @@ def test_relative_paths_resolve_next_to_the_spec(tmp_path):
     p = tmp_path / "s.yaml"
     p.write_text("dataset: {path: data.npz}\nmodel: {path: m}\nattacks: [{name: fgsm}]\n")
     spec, sha = load_spec(p)
-    assert spec.dataset.path == str(tmp_path / "data.npz") and spec.model.path == str(tmp_path / "m")
+    assert spec.dataset.path == str(tmp_path / "data.npz") and spec.model.path == str(
+        tmp_path / "m"
+    )
     assert len(sha) == 64

@@ -35,9 +35,11 @@ EPS = 0.3
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not torch.cuda.is_available() and not os.environ.get("ADVKIT_ADV_TRAINING_CPU"),
-                    reason="PGD-40 adversarial training of cnn-madry takes hours on a 2-core CPU; it runs "
-                           "where CUDA is available (or set ADVKIT_ADV_TRAINING_CPU=1)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() and not os.environ.get("ADVKIT_ADV_TRAINING_CPU"),
+    reason="PGD-40 adversarial training of cnn-madry takes hours on a 2-core CPU; it runs "
+    "where CUDA is available (or set ADVKIT_ADV_TRAINING_CPU=1)",
+)
 def test_pgd_adversarial_training_reaches_madry_robustness():
     from advkit.data import available, load
 
@@ -48,11 +50,26 @@ def test_pgd_adversarial_training_reaches_madry_robustness():
     ds = load(npz or "mnist")
     gen = torch.Generator().manual_seed(0)
     model = build("cnn-madry", input_shape=(1, 28, 28), n_classes=10, generator=gen).to(dev)
-    hook = adversarial_batch_hook("pgd-at", EPS, steps=40, step_size=0.01, warmup_batches=938,
-                                  generator=torch.Generator(device=dev).manual_seed(0))
+    hook = adversarial_batch_hook(
+        "pgd-at",
+        EPS,
+        steps=40,
+        step_size=0.01,
+        warmup_batches=938,
+        generator=torch.Generator(device=dev).manual_seed(0),
+    )
     t0 = time.perf_counter()
-    train(model, ds.x_train, ds.y_train, epochs=10, batch_size=128, lr=1e-3, generator=gen,
-          progress=False, batch_hook=hook)
+    train(
+        model,
+        ds.x_train,
+        ds.y_train,
+        epochs=10,
+        batch_size=128,
+        lr=1e-3,
+        generator=gen,
+        progress=False,
+        batch_hook=hook,
+    )
     seconds = time.perf_counter() - t0
     clean = evaluate_accuracy(model, ds.x_test, ds.y_test)
     target = TorchTarget(ds.contract(), model=model, batch_size=500)
@@ -60,9 +77,15 @@ def test_pgd_adversarial_training_reaches_madry_robustness():
     masks = []
     for step_size in (0.01, None):
         pgd = PGD(eps=EPS, steps=40, step_size=step_size, restarts=3)
-        res = [pgd.attack(target, x[i:i + 500], y[i:i + 500],
-                          generator=torch.Generator(device=dev).manual_seed(1)).robust
-               for i in range(0, N_EVAL, 500)]
+        res = [
+            pgd.attack(
+                target,
+                x[i : i + 500],
+                y[i : i + 500],
+                generator=torch.Generator(device=dev).manual_seed(1),
+            ).robust
+            for i in range(0, N_EVAL, 500)
+        ]
         masks.append(torch.cat(res))
     worst = proportion(worst_case_robust(masks))
     print(f"cnn-madry PGD-AT on {dev}: {seconds:.1f}s, clean {clean:.4f}, worst case {worst}")

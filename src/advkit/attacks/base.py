@@ -15,7 +15,12 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from advkit.evaluation.metrics import Proportion, attack_success_rate, proportion, targeted_success_rate
+from advkit.evaluation.metrics import (
+    Proportion,
+    attack_success_rate,
+    proportion,
+    targeted_success_rate,
+)
 from advkit.goals import Targeted, Untargeted
 from advkit.targets.base import Target
 from advkit.threats import LpBall
@@ -87,7 +92,9 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels, reduction="none")
 
 
-def input_grad(target: Target, x: torch.Tensor, labels: torch.Tensor, loss_fn=ce_loss, sign: float = 1.0):
+def input_grad(
+    target: Target, x: torch.Tensor, labels: torch.Tensor, loss_fn=ce_loss, sign: float = 1.0
+):
     """Gradient of ``sign * loss_fn(target.logits(x), labels)`` w.r.t. ``x`` (one forward+backward).
 
     Returns (grad, logits, per-sample loss), the last two detached.
@@ -128,12 +135,18 @@ class EvasionAttack:
         return LpBall(norm=getattr(self, "norm", 2), eps=0).p
 
     def params(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
+        return (
+            {f.name: getattr(self, f.name) for f in fields(self)}
+            if hasattr(self, "__dataclass_fields__")
+            else {}
+        )
 
     def _perturb(self, target: Target, x, y, goal, generator) -> torch.Tensor | Perturbed:
         raise NotImplementedError
 
-    def attack(self, target: Target, x, y, *, goal=None, generator: torch.Generator | None = None) -> EvasionResult:
+    def attack(
+        self, target: Target, x, y, *, goal=None, generator: torch.Generator | None = None
+    ) -> EvasionResult:
         target.require(self.requires, f"the {self.name} attack", self.suggest)
         x = target.check_inputs(x).detach()
         y = target.check_labels(y, x.shape[0]).to(x.device)
@@ -150,7 +163,9 @@ class EvasionAttack:
             x_adv = self.threat.project(x_adv, x)
         x_adv = x_adv.clamp(*target.contract.bounds)
         with torch.no_grad():
-            clean_pred = out.clean_pred if out.clean_pred is not None else target.labels(x, check=False)
+            clean_pred = (
+                out.clean_pred if out.clean_pred is not None else target.labels(x, check=False)
+            )
             scores = target.predict_scores(x_adv, check=False)
             probs = torch.softmax(scores, 1) if target.capabilities.logits else scores
             conf, adv_pred = probs.max(1)
@@ -174,4 +189,3 @@ class EvasionAttack:
             seconds=seconds,
             extra=out.extra,
         )
-

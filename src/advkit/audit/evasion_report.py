@@ -53,9 +53,15 @@ def curve_plots(report: Report, y: torch.Tensor, clean_pred: torch.Tensor) -> li
     for (attack, norm), scs in groups.items():
         ra = [s.metrics["robust_accuracy"] for s in scs]
         label = "worst case (ensemble)" if attack == "ensemble" else attack
-        by_norm[norm].append(Series(label=label, x=[s.metrics["eps"] for s in scs],
-                                    y=[p.value for p in ra], lo=[p.lo for p in ra],
-                                    hi=[p.hi for p in ra]))
+        by_norm[norm].append(
+            Series(
+                label=label,
+                x=[s.metrics["eps"] for s in scs],
+                y=[p.value for p in ra],
+                lo=[p.lo for p in ra],
+                hi=[p.hi for p in ra],
+            )
+        )
         grids[norm].update(s.metrics["eps"] for s in scs)
     for s in minimum_norm_scenarios(report):
         norm = _norm(s)
@@ -67,11 +73,25 @@ def curve_plots(report: Report, y: torch.Tensor, clean_pred: torch.Tensor) -> li
         else:
             grid = [0.0]
         ra = derived_curve(s, grid, y, clean_pred)
-        by_norm[norm].append(Series(label=f"{s.attack} (minimum norm)", x=grid, y=[p.value for p in ra],
-                                    lo=[p.lo for p in ra], hi=[p.hi for p in ra]))
-    return [Plot(title=f"Robust accuracy against {norm} eps (95 % Wilson bands)", xlabel="eps",
-                 ylabel="robust accuracy", series=series, ylim=(0.0, 1.0))
-            for norm, series in by_norm.items()]
+        by_norm[norm].append(
+            Series(
+                label=f"{s.attack} (minimum norm)",
+                x=grid,
+                y=[p.value for p in ra],
+                lo=[p.lo for p in ra],
+                hi=[p.hi for p in ra],
+            )
+        )
+    return [
+        Plot(
+            title=f"Robust accuracy against {norm} eps (95 % Wilson bands)",
+            xlabel="eps",
+            ylabel="robust accuracy",
+            series=series,
+            ylim=(0.0, 1.0),
+        )
+        for norm, series in by_norm.items()
+    ]
 
 
 def norm_distribution(report: Report, y, clean_pred) -> Plot | None:
@@ -83,8 +103,13 @@ def norm_distribution(report: Report, y, clean_pred) -> Plot | None:
             series.append(Series(label=f"{s.attack} ({_norm(s)})", x=[], y=dist[fooled].tolist()))
     if not series:
         return None
-    return Plot(title="Minimum perturbation norms found (fooled points)", xlabel="norm",
-                ylabel="points", series=series, kind="hist")
+    return Plot(
+        title="Minimum perturbation norms found (fooled points)",
+        xlabel="norm",
+        ylabel="points",
+        series=series,
+        kind="hist",
+    )
 
 
 def query_plot(report: Report) -> Plot | None:
@@ -92,12 +117,22 @@ def query_plot(report: Report) -> Plot | None:
     for s in report.scenarios:
         trace = s.per_sample.get("extra", {}).get("success_by_query")
         if trace:
-            series.append(Series(label=f"{s.attack} eps={s.metrics['eps']:g}",
-                                 x=list(range(1, len(trace) + 1)), y=list(trace)))
+            series.append(
+                Series(
+                    label=f"{s.attack} eps={s.metrics['eps']:g}",
+                    x=list(range(1, len(trace) + 1)),
+                    y=list(trace),
+                )
+            )
     if not series:
         return None
-    return Plot(title="Success against queries (score-based attacks)", xlabel="queries per point",
-                ylabel="share of points fooled", series=series, ylim=(0.0, 1.0))
+    return Plot(
+        title="Success against queries (score-based attacks)",
+        xlabel="queries per point",
+        ylabel="share of points fooled",
+        series=series,
+        ylim=(0.0, 1.0),
+    )
 
 
 def _pixels(flat, shape) -> np.ndarray:
@@ -116,11 +151,18 @@ def perturbation_images(report: Report, info) -> list[Image]:
             scale = max(float(np.abs(v).max()), 1e-12)
             fr = extra.get("fooling_rate")
             cap = f"eps={s.metrics['eps']:g}" + (f", fooled {fr:.2f}" if fr is not None else "")
-            images.append(Image(caption=cap, pixels=_pixels(0.5 + 0.5 * v / scale, info.shape),
-                                group="universal"))
+            images.append(
+                Image(
+                    caption=cap,
+                    pixels=_pixels(0.5 + 0.5 * v / scale, info.shape),
+                    group="universal",
+                )
+            )
         if "patch" in extra:
             p = np.asarray(extra["patch"], dtype=np.float32)
-            images.append(Image(caption=f"patch ({s.id})", pixels=_pixels(p, p.shape), group="patch"))
+            images.append(
+                Image(caption=f"patch ({s.id})", pixels=_pixels(p, p.shape), group="patch")
+            )
     return images
 
 
@@ -130,20 +172,41 @@ def ensemble_table(report: Report) -> Table | None:
         if s.kind != "ensemble":
             continue
         for st in s.per_sample.get("stages", []):
-            rows.append([s.metrics["eps"], st["label"], st["attacked"], st["broken"],
-                         st["marginal"]["value"], st["robust_after"]["value"], st["seconds"]])
+            rows.append(
+                [
+                    s.metrics["eps"],
+                    st["label"],
+                    st["attacked"],
+                    st["broken"],
+                    st["marginal"]["value"],
+                    st["robust_after"]["value"],
+                    st["seconds"],
+                ]
+            )
     if not rows:
         return None
-    return Table(columns=["eps", "attack", "points attacked", "points broken", "marginal share of N",
-                          "worst-case robust accuracy after", "seconds"], rows=rows,
-                 title="Worst-case cascade: each attack runs only on the points still robust")
+    return Table(
+        columns=[
+            "eps",
+            "attack",
+            "points attacked",
+            "points broken",
+            "marginal share of N",
+            "worst-case robust accuracy after",
+            "seconds",
+        ],
+        rows=rows,
+        title="Worst-case cascade: each attack runs only on the points still robust",
+    )
 
 
 def example_grid(report: Report, x, y, clean_pred, target, info) -> Section | None:
     if info.kind != "image":
         return None
     groups = curves(report)
-    key = next((k for k in groups if k[0] == "ensemble"), None) or (list(groups)[-1] if groups else None)
+    key = next((k for k in groups if k[0] == "ensemble"), None) or (
+        list(groups)[-1] if groups else None
+    )
     if key is None:
         return None
     scs = [s for s in groups[key] if s.metrics["eps"] > 0]
@@ -155,19 +218,44 @@ def example_grid(report: Report, x, y, clean_pred, target, info) -> Section | No
     with torch.no_grad():
         conf = torch.softmax(target.predict_scores(x[:k], check=False), 1).max(1).values
     names = info.class_names or tuple(str(i) for i in range(info.n_classes))
-    images = [Image(caption=f"true {names[int(y[i])]} · pred {names[int(clean_pred[i])]} ({float(conf[i]):.2f})",
-                    pixels=_pixels(x[i].cpu().numpy(), info.shape), group="clean") for i in range(k)]
+    images = [
+        Image(
+            caption=f"true {names[int(y[i])]} · pred {names[int(clean_pred[i])]} ({float(conf[i]):.2f})",
+            pixels=_pixels(x[i].cpu().numpy(), info.shape),
+            group="clean",
+        )
+        for i in range(k)
+    ]
     label = f"{pick.attack} {key[1]} eps={pick.metrics['eps']:g}"
-    images += [Image(caption=f"pred {names[p]} ({c:.2f})", pixels=_pixels(v, info.shape), group=label)
-               for p, c, v in zip(pick.per_sample["adv_pred"][:k], pick.per_sample["adv_conf"][:k],
-                                  pick.per_sample["examples_x_adv"], strict=True)]
-    return Section(title="Clean and adversarial examples",
-                   text=f"The first {k} evaluated points, clean and after {label}, with predictions "
-                        "and confidences.", images=images, image_columns=k)
+    images += [
+        Image(caption=f"pred {names[p]} ({c:.2f})", pixels=_pixels(v, info.shape), group=label)
+        for p, c, v in zip(
+            pick.per_sample["adv_pred"][:k],
+            pick.per_sample["adv_conf"][:k],
+            pick.per_sample["examples_x_adv"],
+            strict=True,
+        )
+    ]
+    return Section(
+        title="Clean and adversarial examples",
+        text=f"The first {k} evaluated points, clean and after {label}, with predictions "
+        "and confidences.",
+        images=images,
+        image_columns=k,
+    )
 
 
-def add_evasion_sections(report: Report, *, x, y, clean_pred, target, info, unbounded: bool = True,
-                         generator: torch.Generator | None = None) -> None:
+def add_evasion_sections(
+    report: Report,
+    *,
+    x,
+    y,
+    clean_pred,
+    target,
+    info,
+    unbounded: bool = True,
+    generator: torch.Generator | None = None,
+) -> None:
     """Curves, distributions, images, the example grid and the validity checks (``unbounded``
     adds one PGD run whose ball covers the whole input range)."""
     plots = curve_plots(report, y, clean_pred)
@@ -175,20 +263,28 @@ def add_evasion_sections(report: Report, *, x, y, clean_pred, target, info, unbo
         if extra_plot is not None:
             plots.append(extra_plot)
     table = ensemble_table(report)
-    report.sections.append(Section(
-        title="Accuracy under attack",
-        text="Robust accuracy = points still correctly classified after the attack / all N evaluated "
-             "points (AutoAttack's convention); eps = 0 is clean accuracy. The worst case counts a point "
-             "robust only if it survives every attack of the cascade. Minimum-norm attacks run once; "
-             "their curve counts a point broken at eps when the norm they needed is at most eps. "
-             "Bands are 95 % Wilson intervals.",
-        plots=plots, tables=[table] if table else []))
+    report.sections.append(
+        Section(
+            title="Accuracy under attack",
+            text="Robust accuracy = points still correctly classified after the attack / all N evaluated "
+            "points (AutoAttack's convention); eps = 0 is clean accuracy. The worst case counts a point "
+            "robust only if it survives every attack of the cascade. Minimum-norm attacks run once; "
+            "their curve counts a point broken at eps when the norm they needed is at most eps. "
+            "Bands are 95 % Wilson intervals.",
+            plots=plots,
+            tables=[table] if table else [],
+        )
+    )
     images = perturbation_images(report, info)
     if images:
-        report.sections.append(Section(
-            title="Universal perturbations and patches",
-            text="Universal perturbations are shown scaled to [0, 1] (grey = no change).",
-            images=images, image_columns=4))
+        report.sections.append(
+            Section(
+                title="Universal perturbations and patches",
+                text="Universal perturbations are shown scaled to [0, 1] (grey = no change).",
+                images=images,
+                image_columns=4,
+            )
+        )
     grid = example_grid(report, x, y, clean_pred, target, info)
     if grid is not None:
         report.sections.append(grid)
@@ -196,6 +292,15 @@ def add_evasion_sections(report: Report, *, x, y, clean_pred, target, info, unbo
     for (attack, norm), scs in curves(report).items():
         by_norm[norm][attack] = {s.metrics["eps"]: s.metrics["robust_accuracy"] for s in scs}
     for i, (norm, results) in enumerate(by_norm.items()):
-        report.findings.extend(checks.run_evasion_checks(
-            target, x, y, results, target_checks=i == 0, label=norm,
-            unbounded=unbounded and i == 0, generator=generator))
+        report.findings.extend(
+            checks.run_evasion_checks(
+                target,
+                x,
+                y,
+                results,
+                target_checks=i == 0,
+                label=norm,
+                unbounded=unbounded and i == 0,
+                generator=generator,
+            )
+        )

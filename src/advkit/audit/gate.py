@@ -37,14 +37,29 @@ def evaluate_thresholds(report: Report, thresholds: dict[str, float]) -> list[Fi
         except ValueError:
             values = []
         if not values:
-            names = sorted({k for s in report.scenarios for k, v in s.metrics.items() if _value(v) is not None})
-            raise AuditSpecError(f"--fail-under {key}: no scenario reports that metric; available: "
-                                 f"{', '.join(names)} (optionally METRIC@EPS, e.g. robust_accuracy@0.1)")
+            names = sorted(
+                {k for s in report.scenarios for k, v in s.metrics.items() if _value(v) is not None}
+            )
+            raise AuditSpecError(
+                f"--fail-under {key}: no scenario reports that metric; available: "
+                f"{', '.join(names)} (optionally METRIC@EPS, e.g. robust_accuracy@0.1)"
+            )
         worst = min(values)
         ok = worst >= threshold
-        findings.append(Finding(
-            check="fail_under", severity="info" if ok else "critical", metric=key, value=worst,
-            threshold=threshold, passed=ok, threat="gate",
-            why=f"the worst {key} over {len(values)} scenario(s) is {worst:.4f}; the audit requires >= {threshold}",
-            fix="" if ok else "harden the model (adversarial training, see the defenses) or revisit the threshold"))
+        findings.append(
+            Finding(
+                check="fail_under",
+                severity="info" if ok else "critical",
+                metric=key,
+                value=worst,
+                threshold=threshold,
+                passed=ok,
+                threat="gate",
+                why=f"the worst {key} over {len(values)} scenario(s) is {worst:.4f}; "
+                f"the audit requires >= {threshold}",
+                fix=""
+                if ok
+                else "harden the model (adversarial training, see the defenses) or revisit the threshold",
+            )
+        )
     return findings

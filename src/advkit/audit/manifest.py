@@ -41,8 +41,13 @@ def versions() -> dict[str, str]:
 
     import advkit
 
-    out = {"advkit": advkit.__version__, "python": platform.python_version(), "torch": torch.__version__,
-           "numpy": numpy.__version__, "platform": platform.platform()}
+    out = {
+        "advkit": advkit.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
     for mod in ("sklearn", "scipy", "pandas"):
         m = sys.modules.get(mod)
         if m is not None:
@@ -50,9 +55,15 @@ def versions() -> dict[str, str]:
     return out
 
 
-def build_manifest(*, seed: int, model_sha256: str | None = None, data_sha256: str | None = None,
-                   spec_sha256: str | None = None, started: float | None = None,
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_manifest(
+    *,
+    seed: int,
+    model_sha256: str | None = None,
+    data_sha256: str | None = None,
+    spec_sha256: str | None = None,
+    started: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     now = time.time()
     started = started if started is not None else now
     m = {

@@ -50,8 +50,12 @@ def load_subject(spec: AuditSpec, *, progress: bool | None = None) -> AuditSubje
     else:
         loaded = load_model(spec.model.path, trust_pickle=spec.model.trust_pickle)
         model, sha = loaded.model, loaded.sha256
-        info = {"name": Path(spec.model.path).name, "source": str(spec.model.path), "kind": loaded.kind,
-                **loaded.config}
+        info = {
+            "name": Path(spec.model.path).name,
+            "source": str(spec.model.path),
+            "kind": loaded.kind,
+            **loaded.config,
+        }
     target = target_for(model, ds, batch_size=spec.evaluation.batch_size)
     return AuditSubject(ds, target, info, sha)
 
@@ -76,35 +80,68 @@ def _plain_extra(extra: dict) -> dict:
 def _ensemble_record(sc: Scenario, target: Target, x, y, seed: int) -> dict:
     from advkit.evaluation.ensemble import run_ensemble
 
-    res = run_ensemble(target, x, y, eps=sc.eps, norm=sc.norm.lower(), attacks=sc.params["attacks"],
-                       version=sc.params["version"], generator=_generator(seed, sc.id))
+    res = run_ensemble(
+        target,
+        x,
+        y,
+        eps=sc.eps,
+        norm=sc.norm.lower(),
+        attacks=sc.params["attacks"],
+        version=sc.params["version"],
+        generator=_generator(seed, sc.id),
+    )
     summary = res.summary()
     conf = torch.softmax(target.predict_scores(res.x_adv, check=False), 1).max(1)
-    return {"robust": res.robust.tolist(), "adv_pred": conf.indices.tolist(),
-            "adv_conf": conf.values.tolist(), "broken_by": res.broken_by.tolist(),
-            "stages": summary["stages"], "x_adv": res.x_adv, "queries": sum(
-                st.queries for st in res.stages), "passes": sum(st.passes for st in res.stages),
-            "distance": LpBall(norm=sc.norm.lower(), eps=0).distance(res.x_adv, x).tolist()}
+    return {
+        "robust": res.robust.tolist(),
+        "adv_pred": conf.indices.tolist(),
+        "adv_conf": conf.values.tolist(),
+        "broken_by": res.broken_by.tolist(),
+        "stages": summary["stages"],
+        "x_adv": res.x_adv,
+        "queries": sum(st.queries for st in res.stages),
+        "passes": sum(st.passes for st in res.stages),
+        "distance": LpBall(norm=sc.norm.lower(), eps=0).distance(res.x_adv, x).tolist(),
+    }
 
 
 def run_scenario(sc: Scenario, target: Target, x, y, clean_pred, *, seed: int) -> dict:
     """Run one scenario; return its JSON-able record (metrics plus per-sample arrays)."""
     t0 = time.perf_counter()
-    rec: dict = {"id": sc.id, "kind": sc.kind, "attack": sc.attack, "norm": sc.norm, "eps": sc.eps,
-                 "params": sc.attack_params()}
+    rec: dict = {
+        "id": sc.id,
+        "kind": sc.kind,
+        "attack": sc.attack,
+        "norm": sc.norm,
+        "eps": sc.eps,
+        "params": sc.attack_params(),
+    }
     if sc.kind == "ensemble":
         rec.update(_ensemble_record(sc, target, x, y, seed))
     elif sc.eps == 0:  # no budget: the adversarial point is the input itself
         conf = torch.softmax(target.predict_scores(x, check=False), 1).max(1).values
-        rec.update(adv_pred=clean_pred.tolist(), adv_conf=conf.tolist(), x_adv=x, queries=0,
-                   passes=0, distance=[0.0] * x.shape[0])
+        rec.update(
+            adv_pred=clean_pred.tolist(),
+            adv_conf=conf.tolist(),
+            x_adv=x,
+            queries=0,
+            passes=0,
+            distance=[0.0] * x.shape[0],
+        )
     else:
         attack = registry.create(sc.attack, **sc.attack_params())
         res = attack.attack(target, x, y, generator=_generator(seed, sc.id))
-        rec.update(adv_pred=res.adv_pred.tolist(), adv_conf=res.adv_confidence.tolist(),
-                   x_adv=res.x_adv, queries=res.queries, passes=res.passes,
-                   distance=res.distance.tolist(), success=res.success.tolist(),
-                   minimum_norm=attack.minimum_norm, extra=_plain_extra(res.extra))
+        rec.update(
+            adv_pred=res.adv_pred.tolist(),
+            adv_conf=res.adv_confidence.tolist(),
+            x_adv=res.x_adv,
+            queries=res.queries,
+            passes=res.passes,
+            distance=res.distance.tolist(),
+            success=res.success.tolist(),
+            minimum_norm=attack.minimum_norm,
+            extra=_plain_extra(res.extra),
+        )
     if "robust" not in rec:
         adv = torch.tensor(rec["adv_pred"])
         rec["robust"] = ((clean_pred == y) & (adv == y)).tolist()
@@ -129,16 +166,37 @@ def to_scenario_result(rec: dict, clean_pred: torch.Tensor, y: torch.Tensor) -> 
         "queries": rec["queries"],
         "passes": rec["passes"],
     }
-    keep = ("robust", "adv_pred", "adv_conf", "distance", "examples_x_adv", "stages", "broken_by",
-            "extra", "minimum_norm")
+    keep = (
+        "robust",
+        "adv_pred",
+        "adv_conf",
+        "distance",
+        "examples_x_adv",
+        "stages",
+        "broken_by",
+        "extra",
+        "minimum_norm",
+    )
     params = {**rec["params"], "norm": rec["norm"]}
-    return ScenarioResult(id=rec["id"], kind="ensemble" if rec["kind"] == "ensemble" else "evasion",
-                          attack=rec["attack"], params=params, seconds=rec["seconds"],
-                          metrics=metrics, per_sample={k: rec[k] for k in keep if k in rec})
+    return ScenarioResult(
+        id=rec["id"],
+        kind="ensemble" if rec["kind"] == "ensemble" else "evasion",
+        attack=rec["attack"],
+        params=params,
+        seconds=rec["seconds"],
+        metrics=metrics,
+        per_sample={k: rec[k] for k in keep if k in rec},
+    )
 
 
-def run_audit(spec: AuditSpec, *, out_dir: str | Path, spec_sha256: str, progress: bool | None = None,
-              resume: bool = True) -> Report:
+def run_audit(
+    spec: AuditSpec,
+    *,
+    out_dir: str | Path,
+    spec_sha256: str,
+    progress: bool | None = None,
+    resume: bool = True,
+) -> Report:
     started = time.time()
     subject = load_subject(spec, progress=progress)
     ds, target = subject.dataset, subject.target
@@ -150,7 +208,9 @@ def run_audit(spec: AuditSpec, *, out_dir: str | Path, spec_sha256: str, progres
         clean_pred = target.labels(x, check=False)
 
     plan = make_plan(spec)
-    run_key = zlib.crc32(f"{spec_sha256}|{subject.model_sha256}|{ds.sha256()}|{n}|{STORE_VERSION}".encode())
+    run_key = zlib.crc32(
+        f"{spec_sha256}|{subject.model_sha256}|{ds.sha256()}|{n}|{STORE_VERSION}".encode()
+    )
     store_path = Path(out_dir) / ".advkit-progress.sqlite"
     records = []
     with Store(store_path) as store, progress_bar(progress) as bar:
@@ -170,14 +230,33 @@ def run_audit(spec: AuditSpec, *, out_dir: str | Path, spec_sha256: str, progres
     scenarios = [to_scenario_result(r, clean_pred, y) for r in records]
     report = Report(
         title=spec.title,
-        manifest=build_manifest(seed=spec.seed, model_sha256=subject.model_sha256, data_sha256=ds.sha256(),
-                                spec_sha256=spec_sha256, started=started,
-                                extra={"n_evaluated": n, "target": type(target).__name__,
-                                       "capabilities": sorted(target.capabilities.names())}),
+        manifest=build_manifest(
+            seed=spec.seed,
+            model_sha256=subject.model_sha256,
+            data_sha256=ds.sha256(),
+            spec_sha256=spec_sha256,
+            started=started,
+            extra={
+                "n_evaluated": n,
+                "target": type(target).__name__,
+                "capabilities": sorted(target.capabilities.names()),
+            },
+        ),
         model=subject.model_info,
-        dataset={**ds.info.as_dict(), "n_train": int(ds.x_train.shape[0]), "n_test": int(ds.x_test.shape[0])},
+        dataset={
+            **ds.info.as_dict(),
+            "n_train": int(ds.x_train.shape[0]),
+            "n_test": int(ds.x_test.shape[0]),
+        },
         scenarios=scenarios,
     )
-    evasion_report.add_evasion_sections(report, x=x, y=y, clean_pred=clean_pred, target=target,
-                                        info=ds.info, generator=_generator(spec.seed, "checks"))
+    evasion_report.add_evasion_sections(
+        report,
+        x=x,
+        y=y,
+        clean_pred=clean_pred,
+        target=target,
+        info=ds.info,
+        generator=_generator(spec.seed, "checks"),
+    )
     return report

@@ -42,7 +42,9 @@ class DatasetSpec(_Strict):
     @model_validator(mode="after")
     def _one_source(self):
         if (self.name is None) == (self.path is None):
-            raise ValueError("give exactly one of 'name' (a built-in dataset) or 'path' (a user file)")
+            raise ValueError(
+                "give exactly one of 'name' (a built-in dataset) or 'path' (a user file)"
+            )
         return self
 
 
@@ -58,7 +60,9 @@ class ModelSpec(_Strict):
     @model_validator(mode="after")
     def _one_source(self):
         if (self.zoo is None) == (self.path is None):
-            raise ValueError("give exactly one of 'zoo' (train a zoo model) or 'path' (a saved model)")
+            raise ValueError(
+                "give exactly one of 'zoo' (train a zoo model) or 'path' (a saved model)"
+            )
         return self
 
 
@@ -142,7 +146,9 @@ def default_spec() -> AuditSpec:
         model=ModelSpec(zoo="cnn-small", epochs=30),
         attacks=[
             AttackSpec(name="fgsm", norm="inf", eps=DEFAULT_EPS),
-            AttackSpec(name="pgd", norm="inf", eps=DEFAULT_EPS, params={"steps": 40, "restarts": 1}),
+            AttackSpec(
+                name="pgd", norm="inf", eps=DEFAULT_EPS, params={"steps": 40, "restarts": 1}
+            ),
         ],
         ensemble=EnsembleSpec(norm="inf", eps=[0.05, 0.1, 0.2, 0.3], attacks=["pgd"]),
     )
@@ -161,19 +167,25 @@ def _format_errors(exc: ValidationError) -> str:
 
 def parse_spec(data: Any, *, source: str = "spec") -> AuditSpec:
     if not isinstance(data, dict):
-        raise AuditSpecError(f"{source}: the spec must be a YAML mapping (key: value), got {type(data).__name__}")
+        raise AuditSpecError(
+            f"{source}: the spec must be a YAML mapping (key: value), got {type(data).__name__}"
+        )
     try:
         spec = AuditSpec.model_validate(data)
     except ValidationError as exc:
-        raise AuditSpecError(f"{source} is not a valid audit spec:\n{_format_errors(exc)}") from None
+        raise AuditSpecError(
+            f"{source} is not a valid audit spec:\n{_format_errors(exc)}"
+        ) from None
     from advkit import registry
 
     known = set(registry.list("evasion"))
     names = [a.name for a in spec.attacks] + (spec.ensemble.attacks if spec.ensemble else [])
     for name in names:
         if name not in known:
-            raise AuditSpecError(f"{source}: unknown attack {name!r}; known evasion attacks: "
-                                 f"{', '.join(sorted(known))}")
+            raise AuditSpecError(
+                f"{source}: unknown attack {name!r}; known evasion attacks: "
+                f"{', '.join(sorted(known))}"
+            )
     return spec
 
 
@@ -181,7 +193,9 @@ def load_spec(path: str | Path) -> tuple[AuditSpec, str]:
     """Read and validate a YAML spec; returns the spec and the SHA-256 of the file's bytes."""
     p = Path(path)
     if not p.is_file():
-        raise AuditSpecError(f"spec file {str(p)!r} does not exist; pass the path of a YAML audit spec")
+        raise AuditSpecError(
+            f"spec file {str(p)!r} does not exist; pass the path of a YAML audit spec"
+        )
     raw = p.read_bytes()  # the spec's hash is of these bytes
     try:
         data = yaml.safe_load(raw)

@@ -33,7 +33,8 @@ class Store:
 
     def get(self, run_key: str, scenario_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
-            "SELECT result FROM scenarios WHERE run_key = ? AND scenario_id = ?", (run_key, scenario_id)
+            "SELECT result FROM scenarios WHERE run_key = ? AND scenario_id = ?",
+            (run_key, scenario_id),
         ).fetchone()
         return json.loads(row[0]) if row else None
 
@@ -45,7 +46,9 @@ class Store:
         self._db.commit()
 
     def count(self, run_key: str) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM scenarios WHERE run_key = ?", (run_key,)).fetchone()[0]
+        return self._db.execute(
+            "SELECT COUNT(*) FROM scenarios WHERE run_key = ?", (run_key,)
+        ).fetchone()[0]
 
     def close(self) -> None:
         self._db.close()

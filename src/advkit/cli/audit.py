@@ -21,23 +21,35 @@ def _thresholds(items: list[str]) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep:
-            raise AuditSpecError(f"--fail-under {item!r}: expected METRIC=VALUE, e.g. clean_accuracy=0.9 "
-                                 "or robust_accuracy@0.1=0.5")
+            raise AuditSpecError(
+                f"--fail-under {item!r}: expected METRIC=VALUE, e.g. clean_accuracy=0.9 "
+                "or robust_accuracy@0.1=0.5"
+            )
     return out
 
 
 def audit(
     spec: Path = typer.Argument(None, help="YAML audit spec; omit for the built-in default audit."),
-    out: Path = typer.Option(Path("advkit-report"), "--out", "-o", help="Folder for report.html/json."),
+    out: Path = typer.Option(
+        Path("advkit-report"), "--out", "-o", help="Folder for report.html/json."
+    ),
     preset: str = typer.Option(None, "--preset", help=f"A built-in lab: {', '.join(PRESETS)}."),
-    fail_under: list[str] = typer.Option([], "--fail-under", help="METRIC=VALUE; exit 1 when missed."),
+    fail_under: list[str] = typer.Option(
+        [], "--fail-under", help="METRIC=VALUE; exit 1 when missed."
+    ),
     seed: int = typer.Option(None, "--seed", help="Override the spec's seed."),
-    fresh: bool = typer.Option(False, "--fresh", help="Ignore finished scenarios saved by an earlier run."),
+    fresh: bool = typer.Option(
+        False, "--fresh", help="Ignore finished scenarios saved by an earlier run."
+    ),
     quick: bool = typer.Option(False, "--quick", help="Presets only: a small, fast version."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle",
-                                      help="Load a pickle-based model file (runs its code: only for "
-                                           "files you trust)."),
-    progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+    trust_pickle: bool = typer.Option(
+        False,
+        "--trust-pickle",
+        help="Load a pickle-based model file (runs its code: only for files you trust).",
+    ),
+    progress: bool = typer.Option(
+        None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."
+    ),
 ) -> int:
     """Attack a model, measure the damage, write report.html and report.json, print a summary."""
     from advkit.audit.gate import evaluate_thresholds

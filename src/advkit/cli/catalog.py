@@ -9,7 +9,9 @@ import typer
 from advkit import registry
 
 
-def list_cmd(family: str = typer.Argument(None, help=f"One of {', '.join(registry.FAMILIES)}.")) -> int:
+def list_cmd(
+    family: str = typer.Argument(None, help=f"One of {', '.join(registry.FAMILIES)}."),
+) -> int:
     """List registered attacks and defenses."""
     if family is not None and family not in registry.FAMILIES:
         from advkit.errors import InvalidParameterError
@@ -19,7 +21,9 @@ def list_cmd(family: str = typer.Argument(None, help=f"One of {', '.join(registr
     width = max((len(e.name) for e in entries), default=4)
     for e in entries:
         req = ",".join(sorted(getattr(e.cls, "requires", ()) or ()))
-        typer.echo(f"{e.family:<10} {e.name:<{width}}  {e.summary}" + (f"  [needs: {req}]" if req else ""))
+        typer.echo(
+            f"{e.family:<10} {e.name:<{width}}  {e.summary}" + (f"  [needs: {req}]" if req else "")
+        )
     return 0
 
 

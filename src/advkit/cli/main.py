@@ -7,15 +7,19 @@ import os
 import sys
 
 import typer
-from typer.exceptions import TyperException
 from rich.console import Console
+from typer.exceptions import TyperException
 
 from advkit.cli import audit as audit_cmd
 from advkit.cli import catalog, scan, train
 from advkit.errors import AdvkitError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="advkit: audit machine-learning models for security.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="advkit: audit machine-learning models for security.",
+)
 app.command("audit")(audit_cmd.audit)
 app.command("train")(train.train)
 app.command("list")(catalog.list_cmd)
@@ -27,8 +31,10 @@ err = Console(stderr=True, highlight=False)
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a script, exits with) the exit code."""
-    logging.basicConfig(level=os.environ.get("ADVKIT_LOG", "WARNING").upper(),
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("ADVKIT_LOG", "WARNING").upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         rv = app(args=argv, standalone_mode=False)
         code = rv if isinstance(rv, int) else 0

@@ -32,6 +32,8 @@ def scan(
     for issue in res.issues:
         typer.echo(f"note: {issue}")
     if res.needs_trust and not res.dangerous:
-        typer.echo("loading it runs pickle code; convert it to safetensors (torch) or skops (scikit-learn), "
-                   "or pass --trust-pickle if you trust its origin")
+        typer.echo(
+            "loading it runs pickle code; convert it to safetensors (torch) or skops (scikit-learn), "
+            "or pass --trust-pickle if you trust its origin"
+        )
     return EXIT[res.verdict]

@@ -8,24 +8,41 @@ import typer
 
 
 def train(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Built-in name (digits, mnist, ...) or a data file."),
-    model: str = typer.Option(..., "--model", "-m", help="Zoo model: mlp, cnn-small, lenet, cnn-madry."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write model.safetensors and config.json."),
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="Built-in name (digits, mnist, ...) or a data file."
+    ),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Zoo model: mlp, cnn-small, lenet, cnn-madry."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder to write model.safetensors and config.json."
+    ),
     epochs: int = typer.Option(3, "--epochs", min=1),
     lr: float = typer.Option(1e-3, "--lr"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed"),
     label_column: str = typer.Option(None, "--label-column", help="CSV files: the label column."),
-    poison: str = typer.Option(None, "--poison", help="Poison the training data first: badnets, "
-                               "blended, label_flip, tabular_backdoor (see advkit list poisoning)."),
-    poison_rate: float = typer.Option(None, "--poison-rate", help="Share of training points poisoned."),
+    poison: str = typer.Option(
+        None,
+        "--poison",
+        help="Poison the training data first: badnets, "
+        "blended, label_flip, tabular_backdoor (see advkit list poisoning).",
+    ),
+    poison_rate: float = typer.Option(
+        None, "--poison-rate", help="Share of training points poisoned."
+    ),
     target: int = typer.Option(None, "--target", help="The backdoor's target class."),
-    defense: str = typer.Option(None, "--defense", help="Train robustly: pgd-at (Madry 2018), "
-                                "fast-fgsm (Wong 2020), trades (Zhang 2019), gaussian (Cohen 2019)."),
+    defense: str = typer.Option(
+        None,
+        "--defense",
+        help="Train robustly: pgd-at (Madry 2018), "
+        "fast-fgsm (Wong 2020), trades (Zhang 2019), gaussian (Cohen 2019).",
+    ),
     eps: float = typer.Option(0.3, "--eps", help="--defense pgd-at/fast-fgsm/trades: L∞ budget."),
     sigma: float = typer.Option(0.25, "--sigma", help="--defense gaussian: noise level."),
-    warmup_batches: int = typer.Option(0, "--warmup-batches",
-                                       help="Ramp eps up linearly over this many batches."),
+    warmup_batches: int = typer.Option(
+        0, "--warmup-batches", help="Ramp eps up linearly over this many batches."
+    ),
     progress: bool = typer.Option(None, "--progress/--no-progress"),
 ) -> int:
     """Train a model from the zoo (optionally on poisoned data) and save it safely (no pickle)."""
@@ -36,13 +53,26 @@ def train(
 
         raise InvalidParameterError("--defense", defense, "no --defense together with --poison")
     if poison is not None:
-        return _train_poisoned(dataset, model, out, epochs, lr, batch_size, seed, label_column,
-                               poison, poison_rate, target, progress)
+        return _train_poisoned(
+            dataset,
+            model,
+            out,
+            epochs,
+            lr,
+            batch_size,
+            seed,
+            label_column,
+            poison,
+            poison_rate,
+            target,
+            progress,
+        )
     if poison_rate is not None or target is not None:
         from advkit.errors import InvalidParameterError
 
-        raise InvalidParameterError("--poison", None, "a poisoning attack name when --poison-rate or "
-                                    "--target is given")
+        raise InvalidParameterError(
+            "--poison", None, "a poisoning attack name when --poison-rate or --target is given"
+        )
 
     from advkit.data import load
     from advkit.models.io import save_model
@@ -54,14 +84,38 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     net = build(model, input_shape=ds.info.shape, n_classes=ds.info.n_classes, generator=gen)
     hook, loss_fn, robust = _defense(defense, eps, sigma, warmup_batches, seed, ds.info.bounds)
-    hist = fit(net, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size, lr=lr, generator=gen,
-               progress=progress, batch_hook=hook, loss_fn=loss_fn)
+    hist = fit(
+        net,
+        ds.x_train,
+        ds.y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        generator=gen,
+        progress=progress,
+        batch_hook=hook,
+        loss_fn=loss_fn,
+    )
     acc = evaluate_accuracy(net, ds.x_test, ds.y_test)
-    path = save_model(net, out, dataset_info=ds.info,
-                      extra={"training": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
-                                          "test_accuracy": acc, "seconds": hist.total_seconds,
-                                          "defense": robust}})
-    typer.echo(f"trained {model} on {ds.info.name}: test accuracy {acc:.4f} ({ds.x_test.shape[0]} points)")
+    path = save_model(
+        net,
+        out,
+        dataset_info=ds.info,
+        extra={
+            "training": {
+                "epochs": epochs,
+                "lr": lr,
+                "batch_size": batch_size,
+                "seed": seed,
+                "test_accuracy": acc,
+                "seconds": hist.total_seconds,
+                "defense": robust,
+            }
+        },
+    )
+    typer.echo(
+        f"trained {model} on {ds.info.name}: test accuracy {acc:.4f} ({ds.x_test.shape[0]} points)"
+    )
     typer.echo(f"saved to {path}")
     return 0
 
@@ -78,14 +132,19 @@ def _defense(defense, eps, sigma, warmup_batches, seed, bounds):
     if defense in ("pgd-at", "fast-fgsm"):
         from advkit.defenses.training import adversarial_batch_hook
 
-        hook = adversarial_batch_hook(defense, eps, generator=gen, warmup_batches=warmup_batches,
-                                      bounds=bounds)
+        hook = adversarial_batch_hook(
+            defense, eps, generator=gen, warmup_batches=warmup_batches, bounds=bounds
+        )
         return hook, None, {"defense": defense, "eps": eps, "warmup_batches": warmup_batches}
     if defense == "trades":
         from advkit.defenses.training import TRADES
 
         trades = TRADES(eps=eps, bounds=bounds)
-        return None, lambda m, xb, yb: trades.loss(m, xb, yb, gen), {"defense": "trades", "eps": eps}
+        return (
+            None,
+            lambda m, xb, yb: trades.loss(m, xb, yb, gen),
+            {"defense": "trades", "eps": eps},
+        )
     if defense == "gaussian":
         from advkit.defenses.certify.smoothing import gaussian_augmentation_hook
 
@@ -93,8 +152,20 @@ def _defense(defense, eps, sigma, warmup_batches, seed, bounds):
     raise InvalidParameterError("--defense", defense, "one of pgd-at, fast-fgsm, trades, gaussian")
 
 
-def _train_poisoned(dataset, model, out, epochs, lr, batch_size, seed, label_column, poison,
-                    poison_rate, target, progress) -> int:
+def _train_poisoned(
+    dataset,
+    model,
+    out,
+    epochs,
+    lr,
+    batch_size,
+    seed,
+    label_column,
+    poison,
+    poison_rate,
+    target,
+    progress,
+) -> int:
     import torch
 
     from advkit import registry
@@ -104,28 +175,52 @@ def _train_poisoned(dataset, model, out, epochs, lr, batch_size, seed, label_col
     from advkit.models.io import save_model
 
     if poison not in registry.list("poisoning"):
-        raise InvalidParameterError("--poison", poison, f"one of {', '.join(registry.list('poisoning'))}")
+        raise InvalidParameterError(
+            "--poison", poison, f"one of {', '.join(registry.list('poisoning'))}"
+        )
     params = {k: v for k, v in (("rate", poison_rate), ("target", target)) if v is not None}
     ds = load(dataset, label_column=label_column)
     attack = registry.create(poison, **params)
-    net, poisoned, metrics = train_poisoned(ds, attack=attack, model_name=model, epochs=epochs, seed=seed,
-                                            progress=progress, batch_size=batch_size, lr=lr)
-    record = {"attack": poison, "params": attack.params(),
-              "n_poisoned": int(poisoned.indices.numel()), "target": poisoned.target,
-              "clean_accuracy": metrics.clean_accuracy.as_dict(),
-              "attack_success": None if metrics.attack_success is None else metrics.attack_success.as_dict()}
+    net, poisoned, metrics = train_poisoned(
+        ds,
+        attack=attack,
+        model_name=model,
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+        batch_size=batch_size,
+        lr=lr,
+    )
+    record = {
+        "attack": poison,
+        "params": attack.params(),
+        "n_poisoned": int(poisoned.indices.numel()),
+        "target": poisoned.target,
+        "clean_accuracy": metrics.clean_accuracy.as_dict(),
+        "attack_success": None
+        if metrics.attack_success is None
+        else metrics.attack_success.as_dict(),
+    }
     if isinstance(net, torch.nn.Module):
-        path = save_model(net, out, dataset_info=ds.info,
-                          extra={"training": {"epochs": epochs, "lr": lr, "batch_size": batch_size,
-                                              "seed": seed}, "poisoning": record})
+        path = save_model(
+            net,
+            out,
+            dataset_info=ds.info,
+            extra={
+                "training": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed},
+                "poisoning": record,
+            },
+        )
     else:
         import skops.io
 
         out.mkdir(parents=True, exist_ok=True)
         path = out / "model.skops"
         skops.io.dump(net, path)
-    typer.echo(f"trained {model} on {ds.info.name} poisoned by {poison} "
-               f"({record['n_poisoned']} of {ds.x_train.shape[0]} training points)")
+    typer.echo(
+        f"trained {model} on {ds.info.name} poisoned by {poison} "
+        f"({record['n_poisoned']} of {ds.x_train.shape[0]} training points)"
+    )
     typer.echo(f"clean accuracy {metrics.clean_accuracy}")
     if metrics.attack_success is not None:
         typer.echo(f"attack success {metrics.attack_success}")

@@ -29,8 +29,14 @@ class Proportion:
         return self.k / self.n if self.n else float("nan")
 
     def as_dict(self) -> dict:
-        return {"value": self.value, "k": self.k, "n": self.n, "ci_low": self.lo, "ci_high": self.hi,
-                "confidence": self.confidence}
+        return {
+            "value": self.value,
+            "k": self.k,
+            "n": self.n,
+            "ci_low": self.lo,
+            "ci_high": self.hi,
+            "confidence": self.confidence,
+        }
 
     def __str__(self) -> str:
         if not self.n:
@@ -71,7 +77,9 @@ def clean_accuracy(pred: torch.Tensor, y: torch.Tensor) -> Proportion:
     return proportion(pred == y)
 
 
-def robust_accuracy(clean_pred: torch.Tensor, adv_pred: torch.Tensor, y: torch.Tensor) -> Proportion:
+def robust_accuracy(
+    clean_pred: torch.Tensor, adv_pred: torch.Tensor, y: torch.Tensor
+) -> Proportion:
     """Points still correctly classified after the attack / all N (AutoAttack's convention).
 
     A point misclassified before the attack counts as not robust.
@@ -79,18 +87,24 @@ def robust_accuracy(clean_pred: torch.Tensor, adv_pred: torch.Tensor, y: torch.T
     return proportion((clean_pred == y) & (adv_pred == y))
 
 
-def attack_success_rate(clean_pred: torch.Tensor, adv_pred: torch.Tensor, y: torch.Tensor) -> Proportion:
+def attack_success_rate(
+    clean_pred: torch.Tensor, adv_pred: torch.Tensor, y: torch.Tensor
+) -> Proportion:
     """Untargeted: misclassified after the attack / correctly classified before it."""
     correct = clean_pred == y
     return proportion(adv_pred != y, within=correct)
 
 
-def targeted_success_rate(adv_pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> Proportion:
+def targeted_success_rate(
+    adv_pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor
+) -> Proportion:
     """Classified as the target / points whose true class is not the target."""
     return proportion(adv_pred == target, within=y != target)
 
 
-def backdoor_success_rate(triggered_pred: torch.Tensor, y: torch.Tensor, target_class: int) -> Proportion:
+def backdoor_success_rate(
+    triggered_pred: torch.Tensor, y: torch.Tensor, target_class: int
+) -> Proportion:
     """Triggered test points (true class != target) classified as the target / those points."""
     return proportion(triggered_pred == target_class, within=y != target_class)
 

@@ -97,9 +97,10 @@ class Target(ABC):
             raise InputContractError(f"inputs must be a torch.Tensor or numpy array, got {type(x)}")
         c = self.contract
         if x.dim() != len(c.shape) + 1 or tuple(x.shape[1:]) != c.shape:
+            dims = ", ".join(map(str, c.shape))
             raise InputContractError(
-                f"inputs have shape {tuple(x.shape)} but the target expects (N, {', '.join(map(str, c.shape))})"
-                f"; fix: reshape to (N, {', '.join(map(str, c.shape))}) (a single sample needs a batch axis)"
+                f"inputs have shape {tuple(x.shape)} but the target expects (N, {dims}); "
+                f"fix: reshape to (N, {dims}) (a single sample needs a batch axis)"
             )
         if not x.is_floating_point():
             x = x.to(c.dtype)
@@ -112,7 +113,10 @@ class Target(ABC):
             )
         lo, hi = c.bounds
         tol = 1e-5 * max(1.0, hi - lo)
-        for mask, side, bound in ((x < lo - tol, "below the lower", lo), (x > hi + tol, "above the upper", hi)):
+        for mask, side, bound in (
+            (x < lo - tol, "below the lower", lo),
+            (x > hi + tol, "above the upper", hi),
+        ):
             if mask.any():
                 i, pos = _where(mask)
                 raise InputContractError(
@@ -129,11 +133,15 @@ class Target(ABC):
             y = torch.as_tensor(y)
         if y.is_floating_point():
             if not torch.all(y == y.round()):
-                raise InputContractError("labels must be integer class indices, got fractional values")
+                raise InputContractError(
+                    "labels must be integer class indices, got fractional values"
+                )
             y = y.long()
         y = y.long()
         if y.dim() != 1:
-            raise InputContractError(f"labels must be 1-D class indices, got shape {tuple(y.shape)}")
+            raise InputContractError(
+                f"labels must be 1-D class indices, got shape {tuple(y.shape)}"
+            )
         if n is not None and y.shape[0] != n:
             raise InputContractError(f"got {y.shape[0]} labels for {n} inputs; they must match")
         k = self.contract.n_classes
@@ -167,7 +175,9 @@ class Target(ABC):
     def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] <= self.batch_size:
             return fn(x)
-        return torch.cat([fn(x[i : i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)])
+        return torch.cat(
+            [fn(x[i : i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
+        )
 
     def _scores(self, x, check: bool) -> torch.Tensor:
         if check:

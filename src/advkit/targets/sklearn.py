@@ -16,8 +16,16 @@ import torch
 from advkit.errors import InputContractError, InvalidParameterError
 from advkit.targets.base import Capabilities, Target
 
-_LINEAR = ("LogisticRegression", "LogisticRegressionCV", "LinearSVC", "SGDClassifier",
-           "RidgeClassifier", "RidgeClassifierCV", "Perceptron", "PassiveAggressiveClassifier")
+_LINEAR = (
+    "LogisticRegression",
+    "LogisticRegressionCV",
+    "LinearSVC",
+    "SGDClassifier",
+    "RidgeClassifier",
+    "RidgeClassifierCV",
+    "Perceptron",
+    "PassiveAggressiveClassifier",
+)
 
 
 def _is_linear(est) -> bool:
@@ -40,7 +48,9 @@ class SklearnTarget(Target):
     def __post_init__(self):
         est = self.estimator
         if est is None or not hasattr(est, "predict"):
-            raise InvalidParameterError("estimator", type(est).__name__, "a fitted scikit-learn classifier")
+            raise InvalidParameterError(
+                "estimator", type(est).__name__, "a fitted scikit-learn classifier"
+            )
         classes = getattr(est, "classes_", None)
         if classes is None:
             raise InputContractError("the estimator is not fitted (no classes_); call fit() first")
@@ -52,7 +62,9 @@ class SklearnTarget(Target):
             )
         if _is_linear(est):
             w = torch.as_tensor(np.asarray(est.coef_, dtype=np.float64), dtype=torch.float32)
-            b = torch.as_tensor(np.asarray(est.intercept_, dtype=np.float64).reshape(-1), dtype=torch.float32)
+            b = torch.as_tensor(
+                np.asarray(est.intercept_, dtype=np.float64).reshape(-1), dtype=torch.float32
+            )
             if w.shape[0] == 1 and k == 2:
                 w = torch.cat([torch.zeros_like(w), w])
                 b = torch.cat([torch.zeros_like(b), b])
@@ -67,8 +79,12 @@ class SklearnTarget(Target):
         if self.linear:
             # probabilities are softmax(logits): exact for LogisticRegression, a monotone score otherwise
             return Capabilities(gradients=True, logits=True, probabilities=True, labels=True)
-        return Capabilities(gradients=False, logits=False,
-                            probabilities=hasattr(self.estimator, "predict_proba"), labels=True)
+        return Capabilities(
+            gradients=False,
+            logits=False,
+            probabilities=hasattr(self.estimator, "predict_proba"),
+            labels=True,
+        )
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.linear:

@@ -11,7 +11,13 @@ from torch import nn
 from advkit.errors import AdvkitWarning, InputContractError, InvalidParameterError
 from advkit.targets.base import Capabilities, Target, check_output_shape, looks_like_probabilities
 
-_MODE_SENSITIVE = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
+_MODE_SENSITIVE = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.AlphaDropout,
+)
 
 
 def module_device(model: nn.Module) -> torch.device:
@@ -42,8 +48,14 @@ class TorchTarget(Target):
         if self.output not in ("logits", "probabilities"):
             raise InvalidParameterError("output", self.output, "'logits' or 'probabilities'")
         if self.model.training:
-            sensitive = sorted({type(m).__name__ for m in self.model.modules() if isinstance(m, _MODE_SENSITIVE)})
-            what = f" (it holds {', '.join(sensitive)}, which behave differently in training)" if sensitive else ""
+            sensitive = sorted(
+                {type(m).__name__ for m in self.model.modules() if isinstance(m, _MODE_SENSITIVE)}
+            )
+            what = (
+                f" (it holds {', '.join(sensitive)}, which behave differently in training)"
+                if sensitive
+                else ""
+            )
             warnings.warn(
                 f"the model is in training mode{what}; advkit evaluates it in eval mode and "
                 "restores the mode after each call. Call model.eval() before wrapping it to silence this.",
@@ -82,10 +94,14 @@ class TorchTarget(Target):
 
     def _check_output(self, out: torch.Tensor, n: int) -> None:
         if not isinstance(out, torch.Tensor):
-            raise InputContractError(f"the model returned {type(out).__name__}; expected a tensor of scores")
+            raise InputContractError(
+                f"the model returned {type(out).__name__}; expected a tensor of scores"
+            )
         check_output_shape(out, n, self.contract.n_classes)
         if not torch.isfinite(out).all():
-            raise InputContractError("the model returned non-finite scores (NaN or inf) on valid inputs")
+            raise InputContractError(
+                "the model returned non-finite scores (NaN or inf) on valid inputs"
+            )
         if self.output == "logits" and n > 1 and looks_like_probabilities(out):
             raise InputContractError(
                 "the model returns probabilities (rows are non-negative and sum to 1) where logits are "

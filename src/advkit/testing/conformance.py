@@ -40,11 +40,15 @@ def _fail(name: str, msg: str):
 
 def _state(target):
     if isinstance(target, TorchTarget):
-        return target.model.training, {k: v.detach().clone() for k, v in target.model.state_dict().items()}
+        return target.model.training, {
+            k: v.detach().clone() for k, v in target.model.state_dict().items()
+        }
     return None
 
 
-def check_evasion_attack(name: str, target, x: torch.Tensor, y: torch.Tensor, *, params=None, seed: int = 0):
+def check_evasion_attack(
+    name: str, target, x: torch.Tensor, y: torch.Tensor, *, params=None, seed: int = 0
+):
     """Run every conformance check on the registered attack ``name``; raise ConformanceFailure."""
     entry = registry.get(name)
     params = dict(params or {})
@@ -57,8 +61,11 @@ def check_evasion_attack(name: str, target, x: torch.Tensor, y: torch.Tensor, *,
     res = attack.attack(target, x, y, generator=torch.Generator(device=x.device).manual_seed(seed))
     xa = res.x_adv
     if xa.shape != x.shape or xa.dtype != x.dtype or xa.device != x.device:
-        _fail(name, f"output {tuple(xa.shape)} {xa.dtype} {xa.device} differs from input "
-                    f"{tuple(x.shape)} {x.dtype} {x.device}")
+        _fail(
+            name,
+            f"output {tuple(xa.shape)} {xa.dtype} {xa.device} differs from input "
+            f"{tuple(x.shape)} {x.dtype} {x.device}",
+        )
     lo, hi = target.contract.bounds
     if xa.min() < lo - 1e-6 or xa.max() > hi + 1e-6:
         _fail(name, f"output leaves the bounds {target.contract.bounds}")
@@ -69,7 +76,10 @@ def check_evasion_attack(name: str, target, x: torch.Tensor, y: torch.Tensor, *,
         if (d > threat.eps + tol).any():
             _fail(name, f"perturbation norm {d.max().item():.6g} exceeds eps {threat.eps}")
     if res.queries <= 0 or target.queries - q0 != res.queries:
-        _fail(name, f"queries not counted (result says {res.queries}, target counted {target.queries - q0})")
+        _fail(
+            name,
+            f"queries not counted (result says {res.queries}, target counted {target.queries - q0})",
+        )
     for field in ("clean_pred", "adv_pred", "success", "distance"):
         if getattr(res, field).shape[0] != x.shape[0]:
             _fail(name, f"result.{field} is not per-sample")

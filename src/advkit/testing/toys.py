@@ -41,7 +41,9 @@ class ToyCNN(nn.Module):
         return self.fc(h.flatten(1))
 
 
-def toy_image_target(*, seed: int = 0, size: int = 8, n_classes: int = 4, n: int = 64, steps: int = 60):
+def toy_image_target(
+    *, seed: int = 0, size: int = 8, n_classes: int = 4, n: int = 64, steps: int = 60
+):
     """(TorchTarget, x, y): a small CNN trained on ``toy_images`` and held-out inputs."""
     g = torch.Generator().manual_seed(seed)
     model = ToyCNN(size, n_classes)
@@ -72,5 +74,8 @@ def toy_linear_target(*, seed: int = 0, n_features: int = 10, n_classes: int = 3
     y = np.arange(n) % n_classes
     x = np.clip(centers[y] + rng.normal(0, 0.08, size=(n, n_features)), 0, 1)
     contract = InputContract(shape=(n_features,), n_classes=n_classes, bounds=(0.0, 1.0))
-    return (SklearnTarget(contract, estimator=est), torch.tensor(x, dtype=torch.float32),
-            torch.tensor(y, dtype=torch.int64))
+    return (
+        SklearnTarget(contract, estimator=est),
+        torch.tensor(x, dtype=torch.float32),
+        torch.tensor(y, dtype=torch.int64),
+    )

@@ -65,8 +65,11 @@ class PGD(EvasionAttack):
             xa = ball.random_init(x0, generator).clamp(lo, hi) if self.random_start else x0.clone()
             b_x, b_loss, b_ok = best_x[idx], best_loss[idx], done[idx]
             for step in range(self.steps + 1):
-                grad, logits, loss = input_grad(target, xa, lab, sign=sign) if step < self.steps else \
-                    (None, *self._score(target, xa, lab, sign))
+                grad, logits, loss = (
+                    input_grad(target, xa, lab, sign=sign)
+                    if step < self.steps
+                    else (None, *self._score(target, xa, lab, sign))
+                )
                 passes += step < self.steps
                 if clean_pred is None and step == 0 and not self.random_start:
                     clean_pred = logits.argmax(1)
