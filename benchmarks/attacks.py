@@ -1,8 +1,13 @@
-"""FGSM and PGD on LeNet/MNIST at batch 256: time and ratio to the floor.
+"""Gradient attacks on LeNet/MNIST at batch 256: time and ratio to the floor.
 
-The floor of a gradient attack is its number of forward+backward passes times the time of one
-forward+backward of the same model on the same batch, measured in the same run (DESIGN §6).
-Usage: python benchmarks/attacks.py [--device cuda] [--repeats 5]
+For each attack: the median time of ``--repeats`` runs and the median time of its floor (its
+nominal passes × one forward+backward of the same model on the same batch), interleaved in the
+same run, on wall-clock and on this process's CPU time. APGD runs twice: at eps 0.3 points leave
+the batch once fooled (it beats the floor), at eps 0.001 nothing is fooled and every step runs on
+the full batch (the honest per-step overhead). FGSM's one pass is followed by the forward that
+scores the adversarial points, so its floor ratio cannot be below about 1 + forward/(fwd+bwd).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/attacks.py [--device cuda] [--repeats 5] [--json F]
 """
 
 from __future__ import annotations
@@ -15,10 +20,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import fwd_bwd_time, fwd_time, lenet_mnist, median_time  # noqa: E402
+from common import clocked, fwd, fwd_bwd, lenet_mnist, medians  # noqa: E402
 
 from advkit import registry  # noqa: E402
 from advkit.models.io import target_for  # noqa: E402
+
+CASES = [  # (label, registry name, params, nominal forward+backward passes)
+    ("fgsm", "fgsm", {"eps": 0.3}, 1),
+    ("pgd-40", "pgd", {"eps": 0.3, "steps": 40, "step_size": 0.01}, 40),
+    ("pgd-100", "pgd", {"eps": 0.3, "steps": 100, "step_size": 0.01}, 100),
+    ("apgd-100 eps0.3", "apgd", {"eps": 0.3, "steps": 100}, 100),
+    ("apgd-100 eps0.001", "apgd", {"eps": 0.001, "steps": 100}, 100),
+]
 
 
 def main(argv=None) -> dict:
@@ -33,52 +46,32 @@ def main(argv=None) -> dict:
     x = ds.x_test[: args.batch].to(args.device)
     y = ds.y_test[: args.batch].to(args.device)
     target = target_for(model, ds, batch_size=args.batch)
-    fb = fwd_bwd_time(model, x, y)
-    fw = fwd_time(model, x)
+    fwd_bwd(model, x, y, 5)  # warm-up
+    unit = medians([clocked(lambda: fwd_bwd(model, x, y), args.device)[0] for _ in range(20)])
+    fwd_only = medians([clocked(lambda: fwd(model, x), args.device)[0] for _ in range(20)])
     rows = {}
-    for name, params, passes in [
-        ("fgsm", {"eps": 0.3}, 1),
-        ("pgd", {"eps": 0.3, "steps": 40, "step_size": 0.01}, 40),
-        ("pgd", {"eps": 0.3, "steps": 100, "step_size": 0.01}, 100),
-    ]:
+    for label, name, params, passes in CASES:
         attack = registry.create(name, **params)
-        gen = torch.Generator(device=args.device).manual_seed(0)
-        t = median_time(
-            lambda a=attack, g=gen: a.attack(target, x, y, generator=g),
-            repeats=args.repeats,
-            device=args.device,
-        )
-        res = attack.attack(target, x, y, generator=gen)
-        floor = passes * fb
-        key = f"{name}-{params.get('steps', 1)}"
-        rows[key] = {
-            "seconds": t,
-            "floor_seconds": floor,
-            "ratio": t / floor,
-            "passes": passes,
-            "robust_accuracy": res.robust_accuracy().value,
-        }
-    out = {
-        "device": str(args.device),
-        "batch": args.batch,
-        "fwd_bwd_seconds": fb,
-        "fwd_seconds": fw,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "attacks": rows,
-    }
-    print(
-        f"LeNet/MNIST, batch {args.batch}, device {args.device}, torch threads {torch.get_num_threads()}"
-    )
-    print(f"forward+backward {fb * 1e3:.2f} ms, forward {fw * 1e3:.2f} ms (medians)")
-    print(
-        f"{'attack':<10} {'passes':>6} {'time s':>9} {'floor s':>9} {'ratio':>6} {'robust acc':>10}"
-    )
+        att, flo, res = [], [], None
+        for r in range(args.repeats):
+            gen = torch.Generator(device=args.device).manual_seed(r)
+            t, res = clocked(lambda a=attack, g=gen: a.attack(target, x, y, generator=g), args.device)
+            att.append(t)
+            flo.append(clocked(lambda p=passes: fwd_bwd(model, x, y, p), args.device)[0])
+        (aw, ac), (fw, fc) = medians(att), medians(flo)
+        rows[label] = {"passes": passes, "passes_run": res.passes, "attack_wall_s": aw, "floor_wall_s": fw,
+                       "ratio_wall": aw / fw, "attack_cpu_s": ac, "floor_cpu_s": fc, "ratio_cpu": ac / fc,
+                       "robust_accuracy": res.robust_accuracy().value}
+    out = {"device": str(args.device), "batch": args.batch, "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "fwd_bwd_wall_s": unit[0], "fwd_wall_s": fwd_only[0],
+           "attacks": rows}
+    print(f"LeNet/MNIST, batch {args.batch}, device {args.device}, torch threads {torch.get_num_threads()}")
+    print(f"one forward+backward {unit[0] * 1e3:.2f} ms, one forward {fwd_only[0] * 1e3:.2f} ms (medians)")
+    print(f"{'attack':<19}{'passes':>7}{'ran':>5}{'time s':>9}{'floor s':>9}{'ratio':>7}{'ratio cpu':>10}"
+          f"{'robust':>8}")
     for k, r in rows.items():
-        print(
-            f"{k:<10} {r['passes']:>6} {r['seconds']:>9.4f} {r['floor_seconds']:>9.4f} {r['ratio']:>6.2f} "
-            f"{r['robust_accuracy']:>10.3f}"
-        )
+        print(f"{k:<19}{r['passes']:>7}{r['passes_run']:>5}{r['attack_wall_s']:>9.3f}{r['floor_wall_s']:>9.3f}"
+              f"{r['ratio_wall']:>7.2f}{r['ratio_cpu']:>10.2f}{r['robust_accuracy']:>8.3f}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return out
