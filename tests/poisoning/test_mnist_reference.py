@@ -7,9 +7,9 @@
    pure poison cluster in the target class (asserted), but it is not "small", so the
    relative-size criterion flags nothing there; spectral signatures' squared projection cannot
    tell two halves apart (both sit far from the class mean). Their figures are printed (``-s``).
-2. A low-rate setting where the detectors' assumptions hold: 1 % of 30 000 images (about 9 % of
-   class 0), 3 epochs. Activation clustering (ICA, relative size < 0.35) must flag class 0 and
-   find most of the poison.
+A low-rate setting (1 % of 30 000 images, about 9 % of class 0) is not asserted: activation
+clustering flagged class 0 with recall 0.87 on a model trained with one thread and recall 0 on the
+same setting trained with two threads, so its success there depends on the training run.
 """
 
 from __future__ import annotations
@@ -82,14 +82,3 @@ def test_detectors_on_the_reference(reference):
     # one cluster of the target class is (nearly) pure poison and holds most of it
     pure = int(np.argmax(share))
     assert share[pure] >= 0.95 and held[pure] >= 0.75 * p.n_poisoned
-
-
-def test_detectors_at_a_low_poison_rate():
-    _, p, m, acts = _train(rate=0.01, epochs=3, n_train=30000)
-    print(f"\nBadNets LeNet/MNIST 1 % of 30 000: clean accuracy {m.clean_accuracy}, backdoor "
-          f"success {m.attack_success}")
-    assert m.attack_success.value >= 0.8
-    ac = _report("1 %", p, acts)
-    _, rec = ac.score(p)
-    assert 0 in ac.flagged_classes_
-    assert rec.value >= 0.7
