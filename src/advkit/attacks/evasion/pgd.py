@@ -4,7 +4,10 @@ Madry, Makelov, Schmidt, Tsipras & Vladu (2018), "Towards Deep Learning Models R
 Adversarial Attacks", ICLR. From a uniform random start in the ball (optional), repeat: step of size
 ``step_size`` along the steepest-ascent direction of the loss for the norm, project back onto the ball
 and the input bounds. Restarts run only on points not yet fooled; per point the attack keeps the
-best result over steps and restarts (a success if any was one, else the highest loss).
+first iterate that fooled the model, over steps and restarts; a point no iterate fooled gets the
+final iterate of its last run, as in plain PGD. Each step costs one forward+backward: iterates are
+scored by the forward of their own gradient step, and only the final iterate is scored by the
+template's closing forward.
 """
 
 from __future__ import annotations
@@ -57,36 +60,44 @@ class PGD(EvasionAttack):
         best_loss = torch.full((x.shape[0],), -math.inf, device=x.device)
         done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         clean_pred, passes = None, 0
-        for _ in range(self.restarts):
+        for restart in range(self.restarts):
             idx = torch.nonzero(~done).squeeze(1)
             if idx.numel() == 0:
                 break
             x0, lab, y0 = x[idx], labels[idx], y[idx]
+            project = self._projector(ball, x0, lo, hi)
             xa = ball.random_init(x0, generator).clamp(lo, hi) if self.random_start else x0.clone()
             b_x, b_loss, b_ok = best_x[idx], best_loss[idx], done[idx]
-            for step in range(self.steps + 1):
-                grad, logits, loss = (
-                    input_grad(target, xa, lab, sign=sign)
-                    if step < self.steps
-                    else (None, *self._score(target, xa, lab, sign))
-                )
-                passes += step < self.steps
-                if clean_pred is None and step == 0 and not self.random_start:
-                    clean_pred = logits.argmax(1)
+
+            def keep(xa, logits, loss, b_x, b_loss, b_ok, y0=y0):
                 ok = goal.success(logits.argmax(1), y0)
                 better = (ok & ~b_ok) | ((ok == b_ok) & (loss > b_loss))
-                b_x = torch.where(_bcast(better, xa), xa, b_x)
-                b_loss = torch.where(better, loss, b_loss)
-                b_ok = b_ok | ok
-                if grad is None:
-                    break
-                xa = ball.project(xa + self.alpha * ball.normalize_grad(grad), x0).clamp(lo, hi)
+                return (torch.where(_bcast(better, xa), xa, b_x), torch.where(better, loss, b_loss),
+                        b_ok | ok)
+
+            for step in range(self.steps):
+                grad, logits, loss = input_grad(target, xa, lab, sign=sign)
+                passes += 1
+                if clean_pred is None and step == 0 and not self.random_start:
+                    clean_pred = logits.argmax(1)
+                b_x, b_loss, b_ok = keep(xa, logits, loss, b_x, b_loss, b_ok)
+                xa = project(xa + self.alpha * ball.normalize_grad(grad))
+            if restart < self.restarts - 1:  # the next restart needs to know who is fooled
+                with torch.no_grad():
+                    logits = target.logits(xa, check=False)
+                loss = torch.nn.functional.cross_entropy(logits, lab, reduction="none") * sign
+                b_x, b_loss, b_ok = keep(xa, logits, loss, b_x, b_loss, b_ok)
+            else:  # last run: points no iterate fooled get the final iterate, scored by the template
+                b_x = torch.where(_bcast(b_ok, xa), b_x, xa)
             best_x[idx], best_loss[idx], done[idx] = b_x, b_loss, b_ok
         return Perturbed(best_x, clean_pred=clean_pred, passes=passes)
 
     @staticmethod
-    def _score(target, xa, lab, sign):
-        with torch.no_grad():
-            logits = target.logits(xa, check=False)
-            loss = torch.nn.functional.cross_entropy(logits, lab, reduction="none") * sign
-        return logits, loss
+    def _projector(ball, x0, lo, hi):
+        """Projection onto the ball around ``x0`` intersected with the bounds. For L∞ both are
+        boxes, so their intersection is one precomputed box and each step is a single clamp."""
+        if ball.p == math.inf:
+            lower = (x0 - ball.eps).clamp_min(lo)
+            upper = (x0 + ball.eps).clamp_max(hi)
+            return lambda z: torch.clamp(z, lower, upper)
+        return lambda z: ball.project(z, x0).clamp(lo, hi)
