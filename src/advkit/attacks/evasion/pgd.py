@@ -3,8 +3,9 @@
 Madry, Makelov, Schmidt, Tsipras & Vladu (2018), "Towards Deep Learning Models Resistant to
 Adversarial Attacks", ICLR. From a uniform random start in the ball (optional), repeat: step of size
 ``step_size`` along the steepest-ascent direction of the loss for the norm, project back onto the ball
-and the input bounds. Restarts run only on points not yet fooled; per point the attack keeps the
-first iterate that fooled the model, over steps and restarts; a point no iterate fooled gets the
+and the input bounds. Restarts run only on points not yet fooled; per point the attack keeps, over
+steps and restarts, the iterate with the highest loss among those that fooled the model; a point no
+iterate fooled gets the
 final iterate of its last run, as in plain PGD. Each step costs one forward+backward: iterates are
 scored by the forward of their own gradient step, and only the final iterate is scored by the
 template's closing forward.
