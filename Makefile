@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.advkit-installed
 # torch is pinned in the same pip command as everything that depends on it (see DEVELOPERS.md)
 TORCH  := torch==2.13.0
 
-.PHONY: install audit test test-slow bench lint clean
+.PHONY: install audit test test-slow bench bench-compare lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,23 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/attacks.py
+	$(BIN)/python benchmarks/worst_case.py
+
+# Optional: advkit against torchattacks and ART (benchmarks/README.md). Its own venv, never a test
+# dependency; torch pinned in the same pip command as everything that depends on it.
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.advkit-bench-installed
+
+$(BENCH_STAMP): pyproject.toml benchmarks/requirements-compare.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet $(TORCH) -e '.[data]' -r benchmarks/requirements-compare.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps torchattacks==3.5.1
+	@touch $(BENCH_STAMP)
+
+bench-compare: $(BENCH_STAMP)
+	mkdir -p advkit-report
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
+	$(BENCH_VENV)/bin/python benchmarks/compare_libraries.py --json advkit-report/bench-compare.json $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
