@@ -128,89 +128,21 @@ def test_train_then_audit_saved_model_and_refuse_pickle(tmp_path, capsys):
         assert run(["audit", str(spec), "--out", str(tmp_path / "r3"), "--trust-pickle"]) == 0
 
 
+def _train(tmp_path, out, *extra) -> int:
+    return run(["train", "--dataset", "digits", "--model", "mlp", "--out", str(tmp_path / out),
+                "--no-progress", *extra])
+
+
 def test_train_poisoned_and_defended(tmp_path, capsys):
-    assert (
-        run(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--model",
-                "mlp",
-                "--epochs",
-                "3",
-                "--out",
-                str(tmp_path / "p"),
-                "--poison",
-                "badnets",
-                "--poison-rate",
-                "0.1",
-                "--target",
-                "0",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert _train(tmp_path, "p", "--epochs", "3", "--poison", "badnets", "--poison-rate", "0.1",
+                  "--target", "0") == 0
     out = capsys.readouterr().out
     assert "attack success" in out and "clean accuracy" in out
     cfg = json.loads((tmp_path / "p" / "config.json").read_text())
-    assert (
-        cfg["extra"]["poisoning"]["attack"] == "badnets"
-        and cfg["extra"]["poisoning"]["target"] == 0
-    )
-    assert (
-        run(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--model",
-                "mlp",
-                "--epochs",
-                "1",
-                "--out",
-                str(tmp_path / "d"),
-                "--defense",
-                "trades",
-                "--eps",
-                "0.1",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert cfg["extra"]["poisoning"]["attack"] == "badnets" and cfg["extra"]["poisoning"]["target"] == 0
+    assert _train(tmp_path, "d", "--epochs", "1", "--defense", "trades", "--eps", "0.1") == 0
     cfg = json.loads((tmp_path / "d" / "config.json").read_text())
     assert cfg["extra"]["training"]["defense"] == {"defense": "trades", "eps": 0.1}
-    assert (
-        run(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--model",
-                "mlp",
-                "--out",
-                str(tmp_path / "x"),
-                "--defense",
-                "nope",
-            ]
-        )
-        == 2
-    )
-    assert (
-        run(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--model",
-                "mlp",
-                "--out",
-                str(tmp_path / "x"),
-                "--poison",
-                "nope",
-            ]
-        )
-        == 2
-    )
+    assert _train(tmp_path, "x", "--defense", "nope") == 2
+    assert _train(tmp_path, "x", "--poison", "nope") == 2
+    assert _train(tmp_path, "x", "--poison", "badnets", "--defense", "pgd-at") == 2

@@ -53,20 +53,9 @@ def train(
 
         raise InvalidParameterError("--defense", defense, "no --defense together with --poison")
     if poison is not None:
-        return _train_poisoned(
-            dataset,
-            model,
-            out,
-            epochs,
-            lr,
-            batch_size,
-            seed,
-            label_column,
-            poison,
-            poison_rate,
-            target,
-            progress,
-        )
+        return _train_poisoned(dataset, model, out, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                               label_column=label_column, poison=poison, poison_rate=poison_rate,
+                               target=target, progress=progress)
     if poison_rate is not None or target is not None:
         from advkit.errors import InvalidParameterError
 
@@ -152,20 +141,8 @@ def _defense(defense, eps, sigma, warmup_batches, seed, bounds):
     raise InvalidParameterError("--defense", defense, "one of pgd-at, fast-fgsm, trades, gaussian")
 
 
-def _train_poisoned(
-    dataset,
-    model,
-    out,
-    epochs,
-    lr,
-    batch_size,
-    seed,
-    label_column,
-    poison,
-    poison_rate,
-    target,
-    progress,
-) -> int:
+def _train_poisoned(dataset, model, out, *, epochs, lr, batch_size, seed, label_column, poison,
+                    poison_rate, target, progress) -> int:
     import torch
 
     from advkit import registry
