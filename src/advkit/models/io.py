@@ -182,8 +182,7 @@ def load_model(path, *, trust_pickle: bool = False, allow_dangerous: bool = Fals
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:  # it holds more than tensors: needs the full unpickler
-            # safe: user passed trust_pickle
-            obj = torch.load(p, map_location="cpu", weights_only=False)
+            obj = torch.load(p, map_location="cpu", weights_only=False)  # safe: user passed trust_pickle
         except Exception as exc:  # noqa: BLE001
             raise InputContractError(f"{p} is not a loadable torch.save file: {exc}") from exc
         return _wrap(obj, p, res)
