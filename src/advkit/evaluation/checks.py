@@ -133,6 +133,7 @@ def robust_accuracy_rises_with_eps(eps_list, robust_acc_list, n: int | None = No
     pts = sorted(zip((float(e) for e in eps_list), (a for a, _ in accs), strict=True))
     rise = max((b - a for i, (ea, a) in enumerate(pts) for eb, b in pts[i + 1:] if eb > ea),
                default=0.0)
+    rise = max(rise, 0.0)  # a curve that only falls has no rise
     slack = 1.0 / n_pts
     return _finding(
         "robust_accuracy_rises_with_eps", rise > slack + 1e-12, "critical",
