@@ -19,10 +19,7 @@ config.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import time
 import warnings
 
@@ -36,7 +33,7 @@ from advkit.audit.progress import progress_bar
 from advkit.audit.report import Finding, Image, Plot, Report, ScenarioResult, Section, Series, Table
 from advkit.defenses.detectors.fine_pruning import FinePruning, predict
 from advkit.defenses.detectors.neural_cleanse import NeuralCleanse
-from advkit.errors import AdvkitError, AdvkitWarning
+from advkit.errors import AdvkitWarning
 from advkit.evaluation.metrics import backdoor_success_rate, clean_accuracy
 
 log = logging.getLogger("advkit.audit")
@@ -51,30 +48,19 @@ QUICK = dict(dataset="digits", model="mlp", kwargs={"hidden": [64]}, n_train=Non
              nc=dict(batch_size=16, epochs=15))
 
 
-def _cache_dir():
-    from advkit.models.cache import cache_root
-
-    return cache_root() / "backdoor"
-
-
 def _train(cfg, info, x, y, seed: int, tag: str, *, cache: bool = True):
     """(model, train seconds, from cache): a zoo model trained with the preset's recipe, read
     from / written to the cache unless ``cache`` is False."""
-    from advkit.models.io import load_model, save_model
+    from advkit.models.cache import cache_folder, load_cached, store
     from advkit.models.train import train
     from advkit.models.zoo import build
 
-    h = hashlib.sha256()
-    h.update(json.dumps({k: cfg[k] for k in ("model", "kwargs", "batch_size", "schedule")}
-                        | {"seed": seed, "advkit": advkit.__version__}, sort_keys=True).encode())
-    for t in (x, y):
-        h.update(t.contiguous().numpy().tobytes())
-    folder = _cache_dir() / f"{tag}-{h.hexdigest()[:24]}"
-    if cache and (folder / "config.json").is_file():
-        try:
-            return load_model(folder).model.eval(), 0.0, True
-        except AdvkitError as exc:  # a damaged cache entry is rebuilt, never trusted
-            log.warning("ignoring damaged model cache %s: %s", folder, exc)
+    recipe = {k: cfg[k] for k in ("model", "kwargs", "batch_size", "schedule")}
+    folder = cache_folder("backdoor", tag, recipe | {"seed": seed, "advkit": advkit.__version__},
+                          x, y)
+    loaded = load_cached(folder) if cache else None
+    if loaded is not None:
+        return loaded.model.eval(), 0.0, True
     g = torch.Generator().manual_seed(seed)
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["kwargs"].items()}
     model = build(cfg["model"], input_shape=tuple(info.shape), n_classes=info.n_classes,
@@ -84,15 +70,8 @@ def _train(cfg, info, x, y, seed: int, tag: str, *, cache: bool = True):
         train(model, x, y, epochs=epochs, lr=lr, batch_size=cfg["batch_size"], generator=g,
               progress=False)
     secs = time.perf_counter() - t0
-    if not cache:
-        return model.eval(), secs, False
-    try:
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        save_model(model, tmp, dataset_info=info, extra={"backdoor_preset": tag})
-        if not folder.exists():
-            tmp.replace(folder)
-    except OSError as exc:  # a read-only cache only costs time
-        log.warning("could not cache %s: %s", folder, exc)
+    if cache:
+        store(model, folder, dataset_info=info, extra={"backdoor_preset": tag})
     return model.eval(), secs, False
 
 

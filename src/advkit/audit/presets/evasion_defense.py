@@ -23,10 +23,7 @@ keyed by a hash of the training data and the training config.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import time
 
 import torch
@@ -44,7 +41,6 @@ from advkit.defenses.certify.smoothing import (
 )
 from advkit.defenses.training.adversarial import adversarial_batch_hook
 from advkit.defenses.transforms import JPEG, BitDepth, GaussianNoise, MedianSmoothing
-from advkit.errors import AdvkitError
 from advkit.evaluation.metrics import is_nonincreasing, proportion
 from advkit.targets.torch import TorchTarget
 from advkit.targets.wrapped import TransformedTarget
@@ -68,8 +64,7 @@ QUICK = dict(model="lenet", n_train=3000, batch_size=64, lr=1e-3, std_epochs=2,
 
 def _train(cfg, info, x, y, seed, tag, hook_factory, epochs, device):
     """(model in eval mode, record): read from the cache, or trained and written to it."""
-    from advkit.models.cache import cache_root
-    from advkit.models.io import load_model, save_model
+    from advkit.models.cache import cache_folder, load_cached, store
     from advkit.models.train import train
     from advkit.models.zoo import build
 
@@ -77,18 +72,12 @@ def _train(cfg, info, x, y, seed, tag, hook_factory, epochs, device):
               "epochs": epochs, "adv": cfg["adv"] if tag == "adv" else None,
               "sigma": SIGMA if tag == "noise" else None, "eps": EPS, "seed": seed,
               "advkit": advkit.__version__}
-    h = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
-    for t in (x, y):
-        h.update(t.contiguous().numpy().tobytes())
-    folder = cache_root() / "evasion_defense" / f"{tag}-{h.hexdigest()[:24]}"
+    folder = cache_folder("evasion_defense", tag, recipe, x, y)
     record = {"model": cfg["model"], "recipe": recipe, "cache": str(folder), "cached": False,
               "train_seconds": None}
-    if (folder / "config.json").is_file():
-        try:
-            model = load_model(folder).model.to(device).eval()
-            return model, record | {"cached": True}
-        except AdvkitError as exc:  # a damaged cache entry is rebuilt, never trusted
-            log.warning("ignoring damaged model cache %s: %s", folder, exc)
+    loaded = load_cached(folder)
+    if loaded is not None:
+        return loaded.model.to(device).eval(), record | {"cached": True}
     g = torch.Generator().manual_seed(seed)
     model = build(cfg["model"], input_shape=tuple(info.shape), n_classes=info.n_classes,
                   generator=g).to(device)
@@ -96,13 +85,7 @@ def _train(cfg, info, x, y, seed, tag, hook_factory, epochs, device):
     hist = train(model, x, y, epochs=epochs, batch_size=cfg["batch_size"], lr=cfg["lr"],
                  generator=g, progress=False, batch_hook=hook)
     record["train_seconds"] = hist.total_seconds
-    try:
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        save_model(model, tmp, dataset_info=info, extra={"evasion_defense": recipe})
-        if not folder.exists():
-            tmp.replace(folder)
-    except OSError as exc:  # a read-only cache only costs time
-        log.warning("could not cache %s: %s", folder, exc)
+    store(model, folder, dataset_info=info, extra={"evasion_defense": recipe})
     return model.eval(), record
 
 
