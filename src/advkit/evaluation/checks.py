@@ -38,6 +38,13 @@ def _acc(r, n: int | None) -> tuple[float, int]:
     return float(r), int(n)
 
 
+def _excess(higher, lower, n: int | None) -> tuple[float, float, bool]:
+    """(higher - lower, the one-point slack 1/n, whether the excess exceeds the slack)."""
+    (h, nh), (lo, nl) = _acc(higher, n), _acc(lower, n)
+    gap, slack = h - lo, 1.0 / min(nh, nl)
+    return gap, slack, gap > slack + 1e-12
+
+
 def _finding(check, fired, severity, metric, value, threshold, why, fix, scenario=None):
     return Finding(check=check, severity=severity if fired else "info", metric=metric,
                    value=None if value is None else float(value),
@@ -169,10 +176,9 @@ def not_converged(result_a, result_b, n: int | None = None, *, scenario: str | N
                   ) -> Finding:
     """``result_b`` is the same attack with more steps or restarts than ``result_a``; fires when
     it lowers robust accuracy by more than one point (1/n)."""
-    (a, na), (b, nb) = _acc(result_a, n), _acc(result_b, n)
-    drop, slack = a - b, 1.0 / min(na, nb)
+    drop, slack, fired = _excess(result_a, result_b, n)
     return _finding(
-        "not_converged", drop > slack + 1e-12, "warning",
+        "not_converged", fired, "warning",
         "robust accuracy drop with more steps/restarts", drop, slack,
         "more iterations still find new adversarial examples, so the reported number is an "
         "overestimate of robustness",
@@ -183,10 +189,9 @@ def single_step_beats_iterative(fgsm_acc, pgd_acc, n: int | None = None, *,
                                 scenario: str | None = None) -> Finding:
     """Fires when a single-step attack (FGSM) leaves fewer points robust than an iterative one
     (PGD) at the same eps by more than one point (1/n)."""
-    (f, nf), (p, npg) = _acc(fgsm_acc, n), _acc(pgd_acc, n)
-    gap, slack = p - f, 1.0 / min(nf, npg)
+    gap, slack, fired = _excess(pgd_acc, fgsm_acc, n)
     return _finding(
-        "single_step_beats_iterative", gap > slack + 1e-12, "critical",
+        "single_step_beats_iterative", fired, "critical",
         "iterative minus single-step robust accuracy", gap, slack,
         "an iterative attack contains the single step; doing worse signals a masked or noisy "
         "local gradient (Athalye 2018)",
@@ -198,10 +203,9 @@ def blackbox_beats_whitebox(blackbox_acc, whitebox_acc, n: int | None = None, *,
                             scenario: str | None = None) -> Finding:
     """Fires when a black-box attack leaves fewer points robust than the white-box attacks at the
     same eps by more than one point (1/n): gradients are obfuscated."""
-    (b, nb), (w, nw) = _acc(blackbox_acc, n), _acc(whitebox_acc, n)
-    gap, slack = w - b, 1.0 / min(nb, nw)
+    gap, slack, fired = _excess(whitebox_acc, blackbox_acc, n)
     return _finding(
-        "blackbox_beats_whitebox", gap > slack + 1e-12, "critical",
+        "blackbox_beats_whitebox", fired, "critical",
         "white-box minus black-box robust accuracy", gap, slack,
         "an attack without gradients did better than attacks with them: the gradients are "
         "masked (Athalye 2018), so white-box numbers overstate robustness",
