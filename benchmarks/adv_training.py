@@ -82,6 +82,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-schedule", choices=("constant", "cyclic"), default="constant",
+                    help="cyclic: 0 -> lr -> 0 over the epochs (Wong et al. 2020)")
     ap.add_argument("--steps", type=int, default=40, help="PGD-AT: attack steps in training")
     ap.add_argument("--step-size", type=float, default=0.01, help="PGD-AT: step size in training")
     ap.add_argument("--alpha", type=float, default=None, help="fast FGSM: step (default 1.25 eps)")
@@ -122,7 +124,7 @@ def main(argv=None) -> dict:
                  on_epoch=lambda e, h: print(f"epoch {e}: loss {h.loss[-1]:.4f} "
                                              f"train-acc {h.accuracy[-1]:.4f} "
                                              f"{h.seconds[-1]:.1f}s", flush=True),
-                 batch_hook=hook)
+                 batch_hook=hook, lr_schedule=args.lr_schedule)
     train_s = time.perf_counter() - t0
     clean = evaluate_accuracy(model, ds.x_test, ds.y_test)
     print(f"trained {args.model} ({n_params} parameters) with {args.defense} in {train_s:.1f}s; "
@@ -135,7 +137,8 @@ def main(argv=None) -> dict:
     summary = {
         "model": args.model, "architecture": repr(model), "parameters": n_params,
         "defense": args.defense, "eps": args.eps, "epochs": args.epochs,
-        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "batch_size": args.batch_size, "lr": args.lr,
+        "lr_schedule": args.lr_schedule, "seed": args.seed,
         "train_steps": args.steps if args.defense == "pgd-at" else None,
         "train_step_size": args.step_size if args.defense == "pgd-at" else None,
         "alpha": args.alpha, "warmup_batches": args.warmup_batches,

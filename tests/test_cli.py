@@ -146,3 +146,9 @@ def test_train_poisoned_and_defended(tmp_path, capsys):
     assert _train(tmp_path, "x", "--defense", "nope") == 2
     assert _train(tmp_path, "x", "--poison", "nope") == 2
     assert _train(tmp_path, "x", "--poison", "badnets", "--defense", "pgd-at") == 2
+    assert _train(tmp_path, "x", "--poison", "badnets", "--lr-schedule", "cyclic") == 2
+    assert _train(tmp_path, "x", "--lr-schedule", "cosine") == 2
+    assert _train(tmp_path, "f", "--epochs", "1", "--defense", "fast-fgsm", "--eps", "0.1",
+                  "--lr-schedule", "cyclic") == 0
+    cfg = json.loads((tmp_path / "f" / "config.json").read_text())
+    assert cfg["extra"]["training"]["lr_schedule"] == "cyclic"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from advkit.errors import InputContractError, InvalidParameterError
-from advkit.models.train import TrainHistory, evaluate_accuracy, train
+from advkit.models.train import TrainHistory, evaluate_accuracy, schedule_lr, train
 from advkit.models.zoo import build
 
 
@@ -104,8 +104,36 @@ def test_evaluate_accuracy_matches_a_direct_count_and_restores_mode():
         assert acc == pytest.approx((m(x).argmax(1) == y).float().mean().item())
 
 
+def test_cyclic_schedule_rises_to_lr_at_40_percent_then_falls_to_zero():
+    assert schedule_lr("constant", 0.1, 0.9) == 0.1
+    assert schedule_lr("cyclic", 0.1, 0.0) == 0.0
+    assert schedule_lr("cyclic", 0.1, 0.2) == pytest.approx(0.05)
+    assert schedule_lr("cyclic", 0.1, 0.4) == pytest.approx(0.1)
+    assert schedule_lr("cyclic", 0.1, 0.7) == pytest.approx(0.05)
+    assert schedule_lr("cyclic", 0.1, 1.0) == 0.0
+
+
+def test_cyclic_schedule_sets_the_optimizer_lr_every_batch(monkeypatch):
+    seen = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    x, y = _blobs()  # 120 points, batch 40: 3 batches per epoch, 15 in all
+    train(_mlp(), x, y, epochs=5, batch_size=40, lr=0.02, generator=torch.Generator().manual_seed(0),
+          lr_schedule="cyclic")
+    expected = [schedule_lr("cyclic", 0.02, (b + 0.5) / 15) for b in range(15)]
+    assert seen == pytest.approx(expected)
+    assert max(seen) == pytest.approx(0.02 * (1 - 6.5 / 15) / 0.6)  # batch 6, just past the peak
+    assert seen[0] < seen[5] and seen[-1] < seen[7]
+
+
 @pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"lr": "big"},
-                                    {"weight_decay": -1.0}, {"generator": 1}])
+                                    {"weight_decay": -1.0}, {"generator": 1},
+                                    {"lr_schedule": "cosine"}])
 def test_bad_parameters_raise(kwargs):
     x, y = _blobs()
     with pytest.raises(InvalidParameterError):

@@ -4,7 +4,8 @@ import torch
 from advkit.errors import InvalidParameterError
 from advkit.models.zoo import ZOO_NAMES, build
 
-SHAPES = {"mlp": (3, 5, 5), "cnn-small": (1, 8, 8), "lenet": (1, 28, 28), "cnn-madry": (1, 28, 28)}
+SHAPES = {"mlp": (3, 5, 5), "cnn-small": (1, 8, 8), "lenet": (1, 28, 28), "cnn-madry": (1, 28, 28),
+          "cnn-wong": (1, 28, 28)}
 
 
 @pytest.mark.parametrize("name", ZOO_NAMES)
@@ -29,6 +30,12 @@ def test_architectures_follow_the_papers():
     madry = build("cnn-madry", input_shape=(1, 28, 28), n_classes=10)
     fcs = [m for m in madry.modules() if isinstance(m, torch.nn.Linear)]
     assert [(f.in_features, f.out_features) for f in fcs] == [(64 * 7 * 7, 1024), (1024, 10)]
+    wong = build("cnn-wong", input_shape=(1, 28, 28), n_classes=10)
+    convs = [m for m in wong.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == [
+        (16, (4, 4), (2, 2), (1, 1)), (32, (4, 4), (2, 2), (1, 1))]
+    fcs = [m for m in wong.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(32 * 7 * 7, 100), (100, 10)]
     small = build("cnn-small", input_shape=(1, 8, 8), n_classes=10)
     convs = [m.out_channels for m in small.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs == [32, 64]
@@ -71,7 +78,7 @@ def test_lenet_on_8x8_is_a_clear_error():
     assert "input_shape" in msg and "28x28" in msg and "cnn-small" in msg
 
 
-@pytest.mark.parametrize("name", ["cnn-small", "lenet", "cnn-madry"])
+@pytest.mark.parametrize("name", ["cnn-small", "lenet", "cnn-madry", "cnn-wong"])
 def test_cnn_needs_channels_height_width(name):
     with pytest.raises(InvalidParameterError, match="channels, height, width"):
         build(name, input_shape=(64,), n_classes=10)
@@ -94,3 +101,9 @@ def test_bad_parameters_raise(kwargs):
 def test_bad_hidden_sizes_raise(hidden):
     with pytest.raises(InvalidParameterError, match="hidden"):
         build("mlp", input_shape=(4,), n_classes=2, hidden=hidden)
+
+
+@pytest.mark.parametrize("side", [4, 5, 7, 27, 28, 29])
+def test_cnn_wong_takes_any_side_from_4(side):
+    model = build("cnn-wong", input_shape=(2, side, side), n_classes=3)
+    assert model(torch.rand(2, 2, side, side)).shape == (2, 3)

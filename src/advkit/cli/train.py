@@ -12,13 +12,16 @@ def train(
         ..., "--dataset", "-d", help="Built-in name (digits, mnist, ...) or a data file."
     ),
     model: str = typer.Option(
-        ..., "--model", "-m", help="Zoo model: mlp, cnn-small, lenet, cnn-madry."
+        ..., "--model", "-m", help="Zoo model: mlp, cnn-small, lenet, cnn-madry, cnn-wong."
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Folder to write model.safetensors and config.json."
     ),
     epochs: int = typer.Option(3, "--epochs", min=1),
-    lr: float = typer.Option(1e-3, "--lr"),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam's learning rate (the peak one if cyclic)."),
+    lr_schedule: str = typer.Option(
+        "constant", "--lr-schedule", help="constant, or cyclic: 0 -> lr at 40% -> 0 (Wong 2020)."
+    ),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed"),
     label_column: str = typer.Option(None, "--label-column", help="CSV files: the label column."),
@@ -52,6 +55,12 @@ def train(
         from advkit.errors import InvalidParameterError
 
         raise InvalidParameterError("--defense", defense, "no --defense together with --poison")
+    if poison is not None and lr_schedule != "constant":
+        from advkit.errors import InvalidParameterError
+
+        raise InvalidParameterError(
+            "--lr-schedule", lr_schedule, "constant with --poison (poisoned training is plain Adam)"
+        )
     if poison is not None:
         return _train_poisoned(dataset, model, out, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                                label_column=label_column, poison=poison, poison_rate=poison_rate,
@@ -84,6 +93,7 @@ def train(
         progress=progress,
         batch_hook=hook,
         loss_fn=loss_fn,
+        lr_schedule=lr_schedule,
     )
     acc = evaluate_accuracy(net, ds.x_test, ds.y_test)
     path = save_model(
@@ -94,6 +104,7 @@ def train(
             "training": {
                 "epochs": epochs,
                 "lr": lr,
+                "lr_schedule": lr_schedule,
                 "batch_size": batch_size,
                 "seed": seed,
                 "test_accuracy": acc,
