@@ -146,9 +146,12 @@ class Square(EvasionAttack):
         m1, rh, rw = self._window(k, h, w, sh, sw, generator, x0.device)
         if not l2:
             sign = self.eps * self._sign((k, c, 1, 1), generator, x0)
-            same = ((x0 + sign).clamp(lo, hi) == b).logical_or(~m1).flatten(1).all(1)
-            sign = torch.where(same[:, None, None, None], -sign, sign)  # never propose a no-op
-            return torch.where(m1, (x0 + sign).clamp(lo, hi), b)
+            cand = torch.where(m1, (x0 + sign).clamp(lo, hi), b)
+            same = (cand == b).flatten(1).all(1)
+            if bool(same.any()):  # never propose a no-op: flip the signs of those
+                sign = torch.where(same[:, None, None, None], -sign, sign)
+                cand = torch.where(m1, (x0 + sign).clamp(lo, hi), b)
+            return cand
         m2 = self._window(k, h, w, sh, sw, generator, x0.device)[0]
         eta = meta_pattern(sh, sw, device=x0.device, dtype=x0.dtype).expand(k, sh, sw)
         if sh == sw:  # transpose the pattern for a random half of the samples
@@ -167,40 +170,43 @@ class Square(EvasionAttack):
 
     def _perturb(self, target, x, y, goal, generator):
         lo, hi = target.contract.bounds
-        xi = _as_image(x)
-        n = xi.shape[0]
-        labels, targeted = goal.labels_for(y), goal.targeted
+        xi, shape = _as_image(x), (-1,) + x.shape[1:]
+        n, targeted = x.shape[0], goal.targeted
+        labels = goal.labels_for(y)
         queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        trace = torch.zeros(self.n_queries, device=x.device)
         scores = target.predict_scores(x, check=False)
         clean_pred = scores.argmax(1)
         done = goal.success(clean_pred, y)
-        trace[0] = done.float().mean()
+        fooled = [int(done.sum())]  # points fooled after each query
         best = xi.clone()
-        m_best = torch.full((n,), math.inf, device=x.device)
+        # the points still running, compacted: only they are proposed to and queried
         idx = torch.nonzero(~done).squeeze(1)
-        if idx.numel():
-            best[idx] = self._init(xi[idx], lo, hi, generator)
-            scores = target.predict_scores(best[idx].reshape((-1,) + x.shape[1:]), check=False)
-            queries[idx] += 1
-            m_best[idx] = margin_loss(scores, labels[idx], targeted)
-            done[idx] = goal.success(scores.argmax(1), y[idx])
-        trace[1] = done.float().mean()
-        for i in range(self.n_queries - 2):
-            idx = torch.nonzero(~done).squeeze(1)
+        x0, lab, yy = xi[idx], labels[idx], y[idx]
+        b = self._init(x0, lo, hi, generator)
+        m_b = torch.full((idx.numel(),), math.inf, device=x.device)
+        for i in range(self.n_queries - 1):
             if idx.numel() == 0:
-                trace[i + 2:] = trace[i + 1]
                 break
-            p = square_fraction(self.p_init, i, self.n_queries - 2)
-            b = best[idx]
-            cand = self._propose(xi[idx], b, p, lo, hi, generator)
-            scores = target.predict_scores(cand.reshape((-1,) + x.shape[1:]), check=False)
+            if i == 0:
+                cand = b
+            else:
+                cand = self._propose(x0, b, square_fraction(self.p_init, i - 1, self.n_queries - 2),
+                                     lo, hi, generator)
+            scores = target.predict_scores(cand.reshape(shape), check=False)
+            m = margin_loss(scores, lab, targeted)
+            better = m < m_b
+            b = torch.where(better[:, None, None, None], cand, b)
+            m_b = torch.where(better, m, m_b)
+            won = better & goal.success(scores.argmax(1), yy)
             queries[idx] += 1
-            m = margin_loss(scores, labels[idx], targeted)
-            better = m < m_best[idx]
-            best[idx] = torch.where(better[:, None, None, None], cand, b)
-            m_best[idx] = torch.where(better, m, m_best[idx])
-            done[idx] = better & goal.success(scores.argmax(1), y[idx])
-            trace[i + 2] = done.float().mean()
+            n_won = int(won.sum())
+            fooled.append(fooled[-1] + n_won)
+            if n_won:  # write the finished points back and drop them from the working set
+                best[idx[won]] = b[won]
+                keep = ~won
+                idx, x0, lab, yy, b, m_b = idx[keep], x0[keep], lab[keep], yy[keep], b[keep], m_b[keep]
+        best[idx] = b
+        trace = torch.tensor(fooled, dtype=torch.float32, device=x.device) / n
+        trace = torch.cat([trace, trace[-1:].expand(self.n_queries - trace.numel())])
         extra = {"queries": queries, "success_by_query": trace}
         return Perturbed(best.reshape(x.shape), clean_pred=clean_pred, passes=0, extra=extra)
