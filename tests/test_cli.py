@@ -148,6 +148,14 @@ def test_train_poisoned_and_defended(tmp_path, capsys):
     assert _train(tmp_path, "x", "--poison", "badnets", "--defense", "pgd-at") == 2
     assert _train(tmp_path, "x", "--poison", "badnets", "--lr-schedule", "cyclic") == 2
     assert _train(tmp_path, "x", "--lr-schedule", "cosine") == 2
+    assert _train(tmp_path, "x", "--defense", "fast-fgsm", "--steps", "5") == 2
+    assert _train(tmp_path, "x", "--defense", "pgd-at", "--steps", "0") == 2
+    assert _train(tmp_path, "a", "--epochs", "1", "--defense", "pgd-at", "--eps", "0.1",
+                  "--steps", "2", "--step-size", "0.05") == 0
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["extra"]["training"]["defense"] == {"defense": "pgd-at", "eps": 0.1,
+                                                   "warmup_batches": 0, "steps": 2,
+                                                   "step_size": 0.05}
     assert _train(tmp_path, "f", "--epochs", "1", "--defense", "fast-fgsm", "--eps", "0.1",
                   "--lr-schedule", "cyclic") == 0
     cfg = json.loads((tmp_path / "f" / "config.json").read_text())

@@ -11,7 +11,7 @@ from advkit.audit.presets import evasion_defense as lab
 from advkit.audit.report import Report
 from advkit.evaluation.metrics import proportion_of
 
-TINY = dict(model="lenet", n_train=400, batch_size=64, lr=1e-3, std_epochs=1,
+TINY = dict(model="lenet", n_train=400, batch_size=64, lr=1e-3, lr_schedule="constant", std_epochs=1,
             adv=dict(kind="fast-fgsm", params={}, warmup_batches=0, epochs=1),
             noise_epochs=1, n_eval=12, attack=dict(steps=3, restarts=1), eot=2,
             noise_sigma=0.1, certify=dict(points=6, n0=8, n=40, batch_size=64))

@@ -46,6 +46,12 @@ def train(
     warmup_batches: int = typer.Option(
         0, "--warmup-batches", help="Ramp eps up linearly over this many batches."
     ),
+    steps: int = typer.Option(
+        None, "--steps", help="--defense pgd-at/trades: attack steps per batch (default 40)."
+    ),
+    step_size: float = typer.Option(
+        None, "--step-size", help="--defense pgd-at/trades: attack step (default 2.5 eps/steps)."
+    ),
     progress: bool = typer.Option(None, "--progress/--no-progress"),
 ) -> int:
     """Train a model from the zoo (optionally on poisoned data) and save it safely (no pickle)."""
@@ -81,7 +87,9 @@ def train(
     ds = load(dataset, label_column=label_column)
     gen = torch.Generator().manual_seed(seed)
     net = build(model, input_shape=ds.info.shape, n_classes=ds.info.n_classes, generator=gen)
-    hook, loss_fn, robust = _defense(defense, eps, sigma, warmup_batches, seed, ds.info.bounds)
+    attack = {k: v for k, v in (("steps", steps), ("step_size", step_size)) if v is not None}
+    hook, loss_fn, robust = _defense(defense, eps, sigma, warmup_batches, seed, ds.info.bounds,
+                                     attack)
     hist = fit(
         net,
         ds.x_train,
@@ -120,30 +128,36 @@ def train(
     return 0
 
 
-def _defense(defense, eps, sigma, warmup_batches, seed, bounds):
-    """(batch_hook, loss_fn, record) for ``--defense``; all None without one."""
+def _defense(defense, eps, sigma, warmup_batches, seed, bounds, attack):
+    """(batch_hook, loss_fn, record) for ``--defense``; all None without one. ``attack``: the
+    ``steps``/``step_size`` given, for the defenses that run PGD."""
     import torch
 
     from advkit.errors import InvalidParameterError
 
     if defense is None:
         return None, None, None
+    if attack and defense not in ("pgd-at", "trades"):
+        raise InvalidParameterError(
+            "--steps/--step-size", attack, "only with --defense pgd-at or trades"
+        )
     gen = torch.Generator().manual_seed(seed + 1)
     if defense in ("pgd-at", "fast-fgsm"):
         from advkit.defenses.training import adversarial_batch_hook
 
         hook = adversarial_batch_hook(
-            defense, eps, generator=gen, warmup_batches=warmup_batches, bounds=bounds
+            defense, eps, generator=gen, warmup_batches=warmup_batches, bounds=bounds, **attack
         )
-        return hook, None, {"defense": defense, "eps": eps, "warmup_batches": warmup_batches}
+        return hook, None, {"defense": defense, "eps": eps, "warmup_batches": warmup_batches,
+                            **attack}
     if defense == "trades":
         from advkit.defenses.training import TRADES
 
-        trades = TRADES(eps=eps, bounds=bounds)
+        trades = TRADES(eps=eps, bounds=bounds, **attack)
         return (
             None,
             lambda m, xb, yb: trades.loss(m, xb, yb, gen),
-            {"defense": "trades", "eps": eps},
+            {"defense": "trades", "eps": eps, **attack},
         )
     if defense == "gaussian":
         from advkit.defenses.certify.smoothing import gaussian_augmentation_hook
