@@ -39,11 +39,13 @@ NOTES = {
     "pgd": "advkit keeps each point's best iterate over the steps (a point fooled at any step "
            "counts); torchattacks and ART return the last iterate. All: CE loss, sign step, no random "
            "start.",
-    "cw-l2": "Not the same optimiser in the three libraries. advkit: Adam, c x10 until a success then "
-             "bisection, abort_early. ART CarliniL2Method: gradient descent with a line search on the "
-             "learning rate (max_halving=max_doubling=5), c doubled on failure and bisected on success, "
-             "no early abort, numpy. torchattacks CW: one fixed c (no binary search; c={ta_c}), Adam, "
-             "stops when the total loss rises at a check; given steps = max_iter x "
+    "cw-l2": "Not the same optimiser in the three libraries, so the learning rate is not the same "
+             "parameter: advkit (lr {advkit_lr}): Adam, a fixed step in tanh space, c x10 until a "
+             "success then bisection, abort_early. ART CarliniL2Method (lr {art_lr}): gradient "
+             "descent with a line search on the learning rate, which starts at lr and may double "
+             "it 5 times (max_doubling=5), c doubled on failure and bisected on success, no early "
+             "abort, numpy. torchattacks CW (lr {art_lr}): one fixed c (no binary search; "
+             "c={ta_c}), Adam, stops when the total loss rises at a check; given steps = max_iter x "
              "binary_search_steps so that its iteration budget equals the others'.",
     "deepfool": "ART (L2 only) computes all class gradients for every point of the batch at every "
                 "iteration and uses the predicted class as the label; torchattacks works one image at "
@@ -74,7 +76,7 @@ def advkit_runners(target, cfg) -> dict[str, Callable]:
         "fgsm": make("fgsm", eps=cfg.eps),
         "pgd": make("pgd", eps=cfg.eps, step_size=cfg.pgd_step, steps=cfg.pgd_steps,
                     random_start=False),
-        "cw-l2": make("cw-l2", kappa=0.0, learning_rate=cfg.cw_lr, max_iter=cfg.cw_iter,
+        "cw-l2": make("cw-l2", kappa=0.0, learning_rate=cfg.advkit_cw_lr, max_iter=cfg.cw_iter,
                       binary_search_steps=cfg.cw_bss, initial_const=cfg.cw_c),
         "deepfool": make("deepfool", norm=2, overshoot=cfg.df_overshoot, max_iter=cfg.df_iter),
         "square": make("square", eps=cfg.eps, n_queries=cfg.sq_queries, p_init=cfg.sq_p_init),
@@ -217,7 +219,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--pgd-step", type=float, default=0.01)
     ap.add_argument("--cw-iter", type=int, default=100)
     ap.add_argument("--cw-bss", type=int, default=5)
-    ap.add_argument("--cw-lr", type=float, default=0.01)
+    ap.add_argument("--cw-lr", type=float, default=0.01,
+                    help="C&W learning rate of ART (the start of its line search) and torchattacks")
+    ap.add_argument("--advkit-cw-lr", type=float, default=0.1,
+                    help="advkit's C&W Adam step: 100 Adam steps of 0.01 in tanh space cannot move a "
+                         "pixel at the box edge, while ART's line search grows its step up to 32x")
     ap.add_argument("--cw-c", type=float, default=1.0,
                     help="initial c (advkit and ART); the paper's 1e-3 leaves ART's doubling "
                          "schedule far below a useful c within a few binary-search steps")
@@ -294,7 +300,8 @@ def main(argv=None) -> dict:
     out = {"device": str(cfg.device), "threads": torch.get_num_threads(),
            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "versions": versions,
            "skipped": skipped, "params": {k: v for k, v in vars(cfg).items() if k != "json"},
-           "notes": {k: v.format(ta_c=cfg.ta_cw_c) for k, v in NOTES.items()}, "rows": rows,
+           "notes": {k: v.format(ta_c=cfg.ta_cw_c, advkit_lr=cfg.advkit_cw_lr, art_lr=cfg.cw_lr)
+                     for k, v in NOTES.items()}, "rows": rows,
            "bars": bars(rows)}
     out["params"]["json"] = str(cfg.json) if cfg.json else None
     print_table(out)
