@@ -57,13 +57,11 @@ def train(
     """Train a model from the zoo (optionally on poisoned data) and save it safely (no pickle)."""
     import torch
 
-    if poison is not None and defense is not None:
-        from advkit.errors import InvalidParameterError
+    from advkit.errors import InvalidParameterError
 
+    if poison is not None and defense is not None:
         raise InvalidParameterError("--defense", defense, "no --defense together with --poison")
     if poison is not None and lr_schedule != "constant":
-        from advkit.errors import InvalidParameterError
-
         raise InvalidParameterError(
             "--lr-schedule", lr_schedule, "constant with --poison (poisoned training is plain Adam)"
         )
@@ -72,8 +70,6 @@ def train(
                                label_column=label_column, poison=poison, poison_rate=poison_rate,
                                target=target, progress=progress)
     if poison_rate is not None or target is not None:
-        from advkit.errors import InvalidParameterError
-
         raise InvalidParameterError(
             "--poison", None, "a poisoning attack name when --poison-rate or --target is given"
         )
