@@ -73,3 +73,21 @@ def test_pgd_linf_matches_reference_loop(digits_model, eps, alpha):
     ours = res.robust_accuracy().value
     assert abs(ours - ref_robust) <= 0.01, (ours, ref_robust)
     assert res.robust_accuracy().n == x.shape[0]
+
+
+@pytest.mark.parametrize("restarts,random_start", [(1, False), (3, True)])
+def test_early_stop_gives_the_same_verdict_for_fewer_passes(digits_model, restarts, random_start):
+    """A point's trajectory does not depend on the others in the batch, so dropping fooled points
+    leaves every verdict as it was; each returned fooled point is its first fooling iterate."""
+    model, x, y = digits_model
+    target = TorchTarget(InputContract(shape=(1, 8, 8), n_classes=10), model=model)
+    kw = dict(eps=0.1, step_size=0.01, steps=40, restarts=restarts, random_start=random_start)
+    full = registry.create("pgd", **kw).attack(target, x, y, generator=torch.Generator().manual_seed(3))
+    fast = registry.create("pgd", early_stop=True, **kw).attack(
+        target, x, y, generator=torch.Generator().manual_seed(3)
+    )
+    assert 0.2 < full.robust_accuracy().value < 0.9  # both fooled and robust points in the batch
+    assert torch.equal(full.robust, fast.robust)
+    assert (fast.distance <= 0.1 + 1e-6).all() and fast.x_adv.min() >= 0 and fast.x_adv.max() <= 1
+    assert fast.extra["sample_passes"] < full.extra["sample_passes"]
+    assert fast.passes < full.passes

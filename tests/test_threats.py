@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advkit.errors import InvalidParameterError
-from advkit.threats import LpBall, project_l1
+from advkit.threats import LpBall, lp_norm, project_l1
 
 
 def _g(seed=0):
@@ -81,3 +81,12 @@ def test_bad_parameters_raise(bad):
     with pytest.raises(InvalidParameterError) as ei:
         LpBall(**bad)
     assert next(iter(bad)) in str(ei.value)
+
+
+@pytest.mark.parametrize("norm", ["inf", 2, 1])
+def test_lp_norm_matches_vector_norm(norm):
+    ball = LpBall(norm=norm, eps=1.0)
+    d = torch.randn(6, 3, 5, generator=_g(4))
+    d[2] = 0
+    expected = torch.linalg.vector_norm(d.reshape(6, -1), ord=ball.p, dim=1)
+    assert torch.allclose(lp_norm(d, ball.p), expected)

@@ -37,8 +37,12 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def lp_norm(delta: torch.Tensor, p: float) -> torch.Tensor:
-    """Per-sample Lp norm of a batch."""
-    return torch.linalg.vector_norm(_flat(delta), ord=p, dim=1)
+    """Per-sample Lp norm of a batch (L∞ as max |.|, which on CPU is several times faster than
+    ``vector_norm(ord=inf)``)."""
+    flat = _flat(delta)
+    if p == math.inf and flat.shape[1]:
+        return flat.abs().amax(1)
+    return torch.linalg.vector_norm(flat, ord=p, dim=1)
 
 
 def project_l1(delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:

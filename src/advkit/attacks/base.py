@@ -23,7 +23,7 @@ from advkit.evaluation.metrics import (
 )
 from advkit.goals import Targeted, Untargeted
 from advkit.targets.base import Target
-from advkit.threats import LpBall
+from advkit.threats import LpBall, lp_norm
 
 
 @dataclass
@@ -109,6 +109,17 @@ def input_grad(
     return grad, logits.detach(), loss.detach()
 
 
+def take_rows_(dst: torch.Tensor, src: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``dst[i] = src[i]`` for each sample ``i`` where ``mask[i]``, in place; returns ``dst``.
+
+    Done as ``lerp_`` with a per-sample weight of 0 or 1, which is exact for finite inputs (torch
+    evaluates a weight >= 0.5 as ``end - (end - start) * (1 - weight)``; a test pins this down) and
+    on CPU several times cheaper than ``torch.where`` with a broadcast mask.
+    """
+    w = mask.to(dst.dtype).reshape((-1,) + (1,) * (dst.dim() - 1))
+    return dst.lerp_(src, w)
+
+
 class EvasionAttack:
     """Template for evasion attacks. Leaves implement ``_perturb`` and declare ``requires``."""
 
@@ -180,7 +191,7 @@ class EvasionAttack:
             adv_pred=adv_pred.to(y.device),
             adv_confidence=conf.to(x.device),
             success=goal.success(adv_pred.to(y.device), y),
-            distance=(x_adv - x).reshape(x.shape[0], -1).norm(p=self.norm_p, dim=1),
+            distance=lp_norm(x_adv - x, self.norm_p),
             norm=self.norm_p,
             targeted=isinstance(goal, Targeted),
             target_labels=target_labels,
