@@ -4,7 +4,9 @@ Square is random search: how many iterations it needs until the last point falls
 random stream, and advkit's and torchattacks' streams differ, so one seed compares luck as much as
 speed (with seed 0 torchattacks needs 241 queries per point at most, advkit 447). This runs both on
 ``--seeds`` seeds, interleaved (the order alternates), and reports median wall and CPU time per
-library. Needs the benchmark venv (see benchmarks/README.md):
+library, and the time per 1000 point-queries (every row the model is fed, counted by a forward
+hook, the libraries' own clean and scoring passes included), which factors the luck out. Needs the
+benchmark venv (see benchmarks/README.md):
 
     OMP_NUM_THREADS=2 .venv-bench/bin/python benchmarks/compare_square_seeds.py --threads 2
 """
@@ -49,20 +51,37 @@ def main(argv=None) -> dict:
         return ours.attack(target, x, y, generator=torch.Generator().manual_seed(seed)).x_adv
 
     times = {"advkit": [], "torchattacks": []}
+    rows_fed = {lib: [] for lib in times}
+    count = [0, 0]  # rows fed, forward calls
+
+    def hook(_m, inp, _out):
+        count[0] += inp[0].shape[0]
+        count[1] += 1
+
+    model.register_forward_hook(hook)
+    calls = {lib: [] for lib in times}
     for seed in range(cfg.seeds):
         for lib in (list(times) if seed % 2 == 0 else list(times)[::-1]):
+            count[:] = [0, 0]
             w, c = time.perf_counter(), time.process_time()
             x_adv = run(lib, seed)
             times[lib].append((time.perf_counter() - w, time.process_time() - c))
+            rows_fed[lib].append(count[0])
+            calls[lib].append(count[1])
             with torch.no_grad():
                 robust = (model(x_adv).argmax(1) == y).float().mean().item()
             print(f"{lib:<13} seed {seed}: {times[lib][-1][0]:.3f} s wall, "
-                  f"{times[lib][-1][1]:.3f} s CPU, robust accuracy {robust:.3f}", flush=True)
+                  f"{times[lib][-1][1]:.3f} s CPU, {rows_fed[lib][-1]} point-queries in "
+                  f"{calls[lib][-1]} forward calls, robust accuracy "
+                  f"{robust:.3f}", flush=True)
     out = {lib: {"median_wall": statistics.median(t[0] for t in ts),
-                 "median_cpu": statistics.median(t[1] for t in ts)} for lib, ts in times.items()}
+                 "median_cpu": statistics.median(t[1] for t in ts),
+                 "ms_per_1000_point_queries": 1e6 * sum(t[0] for t in ts) / sum(rows_fed[lib])}
+           for lib, ts in times.items()}
     for lib, m in out.items():
         print(f"{lib:<13} median {m['median_wall']:.3f} s wall, {m['median_cpu']:.3f} s CPU "
-              f"over {cfg.seeds} seeds, torch threads {cfg.threads}")
+              f"over {cfg.seeds} seeds, {m['ms_per_1000_point_queries']:.1f} ms per 1000 "
+              f"point-queries, torch threads {cfg.threads}")
     return out
 
 
