@@ -9,6 +9,12 @@ iterate fooled gets the
 final iterate of its last run, as in plain PGD. Each step costs one forward+backward: iterates are
 scored by the forward of their own gradient step, and only the final iterate is scored by the
 template's closing forward.
+
+``early_stop=True`` stops stepping a point once an iterate fools the model and returns that first
+fooling iterate; the working set is compacted once the fooled points are an eighth of it. Each
+point's trajectory is independent of the others, so on a deterministic model the verdicts (robust
+accuracy) are those of the full run, for fewer passes (``extra["sample_passes"]`` counts the rows
+stepped). Not for randomised models: there the full run's highest-loss iterate is the safer one.
 """
 
 from __future__ import annotations
