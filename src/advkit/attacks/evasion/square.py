@@ -187,7 +187,9 @@ class Square(EvasionAttack):
         (several times cheaper on CPU than masked ``where``); one random draw per query."""
         k, c, h, w = b.shape
         u = self._rand((k, 2 + c), generator, b)  # corner row, corner column, channel signs
-        r, s = (u[:, 0] * (h - sh + 1)).long(), (u[:, 1] * (w - sw + 1)).long()
+        # (a float product can round up to the count itself, hence the clamp)
+        r = (u[:, 0] * (h - sh + 1)).long().clamp_(max=h - sh)
+        s = (u[:, 1] * (w - sw + 1)).long().clamp_(max=w - sw)
         rows, cols = _bands(h, sh, b.device, b.dtype), _bands(w, sw, b.device, b.dtype)
         win = rows[r][:, None, :, None] * cols[s][:, None, None, :]
         up = (u[:, 2:] < 0.5).to(b.dtype)[:, :, None, None]
