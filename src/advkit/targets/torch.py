@@ -77,27 +77,20 @@ class TorchTarget(Target):
         xin = x if x.device == dev else x.to(dev, non_blocking=True)
         if xin.dtype != self.contract.dtype:
             xin = xin.to(self.contract.dtype)
-        if self.model.training:
+        was_training = self.model.training
+        if was_training:
             self.model.eval()
-            try:
-                out = self._call(xin, x.requires_grad)
-            finally:
+        try:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+                out = self.model(xin)
+        finally:
+            if was_training:
                 self.model.train(True)
-        else:
-            out = self._call(xin, x.requires_grad)
         if not self._output_checked:
             self._check_output(out, x.shape[0])
         if self.output == "probabilities":
             out = torch.log(out.clamp_min(1e-12))
         return out if out.device == x.device else out.to(x.device)
-
-    def _call(self, xin: torch.Tensor, needs_grad: bool) -> torch.Tensor:
-        """The model's forward, building a graph only when the input asks for gradients (the
-        cheap path, no grad-mode switch, is the common one: attack steps and no-grad scoring)."""
-        if needs_grad or not torch.is_grad_enabled():
-            return self.model(xin)
-        with torch.no_grad():
-            return self.model(xin)
 
     def _check_output(self, out: torch.Tensor, n: int) -> None:
         if not isinstance(out, torch.Tensor):

@@ -192,12 +192,12 @@ class Square(EvasionAttack):
         s = (u[:, 1] * (w - sw + 1)).long().clamp_(max=w - sw)
         rows, cols = _bands(h, sh, b.device, b.dtype), _bands(w, sw, b.device, b.dtype)
         win = rows[r][:, None, :, None] * cols[s][:, None, None, :]
-        up = (u[:, 2:] < 0.5).to(b.dtype)[:, :, None, None]
-        cand = torch.lerp(b, torch.lerp(box[0], box[1], up), win)
+        up = (u[:, 2:] < 0.5).to(b.dtype)[:, :, None, None]  # 1: x0 + eps, 0: x0 - eps
+        place = lambda up: torch.lerp(b, torch.lerp(box[0], box[1], up), win)  # noqa: E731
+        cand = place(up)
         same = torch.sub(cand, b).flatten(1).abs_().amax(1) == 0
         if bool(same.any()):  # never propose a no-op: flip the signs of those
-            up = torch.where(same[:, None, None, None], 1 - up, up)
-            cand = torch.lerp(b, torch.lerp(box[0], box[1], up), win)
+            cand = place(torch.where(same[:, None, None, None], 1 - up, up))
         return cand
 
     def _perturb(self, target, x, y, goal, generator):
@@ -237,7 +237,8 @@ class Square(EvasionAttack):
                 best[idx[won]], queries[idx[won]] = b[won], i + 2  # the clean pass + i + 1
                 keep = ~won
                 idx, x0, lab, yy, b, m_b = idx[keep], x0[keep], lab[keep], yy[keep], b[keep], m_b[keep]
-                box = box and (box[0][keep], box[1][keep])
+                if box is not None:
+                    box = (box[0][keep], box[1][keep])
         best[idx], queries[idx] = b, self.n_queries  # the points still running used every query
         trace = torch.tensor(fooled, dtype=torch.float32, device=x.device) / n
         trace = torch.cat([trace, trace[-1:].expand(self.n_queries - trace.numel())])
