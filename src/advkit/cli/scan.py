@@ -23,10 +23,13 @@ def scan(
         return EXIT[res.verdict]
     typer.echo(f"{res.path}: {res.format}, verdict {res.verdict.upper()}")
     typer.echo(f"sha256 {res.sha256}")
-    if res.dangerous:
+    if res.dangerous and res.format == "torchscript":
+        typer.echo("refused code (not on the allow-list of inert operators; TorchScript code "
+                   "runs when the file is loaded or called):")
+    elif res.dangerous:
         typer.echo("dangerous imports (they run when the file is loaded):")
-        for name, why in res.dangerous.items():
-            typer.echo(f"  {name}: {why}")
+    for name, why in res.dangerous.items():
+        typer.echo(f"  {name}: {why}")
     if res.unknown:
         typer.echo(f"other imports not known to be harmless: {', '.join(res.unknown)}")
     for issue in res.issues:

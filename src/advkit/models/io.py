@@ -6,7 +6,9 @@ weights). ``load_model`` reads, by content rather than by file name:
 
 - an advkit folder (or a ``.safetensors`` file with its ``config.json`` beside it): the model is
   rebuilt from the zoo and the weights are checked key by key and shape by shape;
-- a TorchScript archive (``torch.jit.save``), loaded with ``torch.jit.load``;
+- a TorchScript archive (``torch.jit.save``), loaded with ``torch.jit.load`` only when every
+  operator its code uses is on the allow-list of inert numeric operators
+  (:mod:`advkit.models.torchscript_scan`): its code runs while it loads and when it is called;
 - a scikit-learn model saved with skops (``skops.io.dump``); types skops does not trust by default
   need ``trust_pickle=True``;
 - anything pickle-based (``torch.save`` files, ``.pkl`` / ``.pickle`` / ``.joblib``): it is scanned
@@ -14,7 +16,8 @@ weights). ``load_model`` reads, by content rather than by file name:
   passes ``trust_pickle=True``. Even then a file whose scan found dangerous imports (``os.system``,
   ``builtins.eval``, ...) or could not be scanned to its end is refused unless the caller also
   passes ``allow_dangerous=True``: trusting where a file came from is not the same as accepting a
-  file that plainly carries a payload, which is what such imports mean in a model file.
+  file that plainly carries a payload, which is what such imports mean in a model file. A
+  TorchScript archive whose code the allow-list refuses is treated the same way.
 
 Each loader reads what the scan read: the format is decided by the leading bytes, as the loaders
 themselves decide (a pickle with a zip archive appended is a pickle). Not covered: a file changed
@@ -220,15 +223,17 @@ def target_for(model, ds, *, batch_size: int = 256):
 def _gate(res: ScanResult, trust_pickle: bool, allow_dangerous: bool) -> None:
     """Refuse (UnsafeModelError) or allow with a warning, according to the scan and the flags."""
     dangerous = res.verdict == "dangerous"
+    needs_trust = res.verdict == "requires-trust"
     refused = dangerous and not (trust_pickle and allow_dangerous)
-    if refused or (res.needs_trust and not trust_pickle):
+    if refused or (needs_trust and not trust_pickle):
         raise UnsafeModelError(_refusal(res, trusted=trust_pickle))
-    if res.needs_trust or dangerous:
+    if needs_trust or dangerous:
         what = "; ".join(f"{g} ({r})" for g, r in res.dangerous.items()) or "none found"
+        found = "Refused code" if res.format == "torchscript" else "Dangerous imports"
         warnings.warn(
             f"loading {res.path} ({res.format}) because trust_pickle=True was passed explicitly"
             + (" with allow_dangerous=True" if dangerous else "") + ": " + _RISK[_risk(res)]
-            + f". Dangerous imports: {what}. Imports the scan does not recognize: "
+            + f". {found}: {what}. Imports the scan does not recognize: "
             + (", ".join(res.unknown) or "none") + ".",
             AdvkitWarning, stacklevel=3,
         )
@@ -238,7 +243,8 @@ _RISK = {
     "pickle": "loading a pickle runs arbitrary code chosen by whoever made the file",
     "skops": "skops builds these types while loading, and building an arbitrary type can run its "
              "code",
-    "torchscript": "a TorchScript archive's pickled data should import only torch types",
+    "torchscript": "a TorchScript archive is a program, whose code runs while it loads and when "
+                   "it is called",
 }
 
 
@@ -256,8 +262,9 @@ def _refusal(res: ScanResult, *, trusted: bool) -> str:
     if res.format == "skops" and not res.dangerous:
         found = f"Untrusted types: {', '.join(res.globals)}. "
     elif res.dangerous:
-        found = "The scan found dangerous imports: " + "; ".join(
-            f"{g} ({r})" for g, r in res.dangerous.items()) + ". "
+        what = ("Its code uses what the allow-list of inert operators refuses: "
+                if res.format == "torchscript" else "The scan found dangerous imports: ")
+        found = what + "; ".join(f"{g} ({r})" for g, r in res.dangerous.items()) + ". "
     elif not res.complete:
         found = (f"The scan could not read the whole file ({'; '.join(res.issues)}), so what "
                  "loading it would run is unknown. ")
@@ -266,10 +273,12 @@ def _refusal(res: ScanResult, *, trusted: bool) -> str:
         found = ("The scan found no known-dangerous imports, but the format can still execute "
                  f"code the scan does not recognize{other}. ")
     if res.verdict == "dangerous":
-        fix = ("Such imports have no place in a model file and suggest a malicious payload"
-               + ("; trust_pickle=True alone does not allow it" if trusted else "")
-               + ". Only if you are certain (you wrote this file and know why it imports them), "
-               "pass trust_pickle=True and allow_dangerous=True.")
+        fix = ("A model needs only numeric operators; these suggest a malicious payload (or a model "
+               "using an operator the allow-list lacks)" if res.format == "torchscript" else
+               "Such imports have no place in a model file and suggest a malicious payload")
+        fix += (("; trust_pickle=True alone does not allow it" if trusted else "")
+                + ". Only if you are certain (you wrote this file and know why it uses them), "
+                "pass trust_pickle=True and allow_dangerous=True.")
     elif res.format == "skops":
         fix = ("Check that these are types you expect in this model; if they are and you trust "
                "the file's source, pass trust_pickle=True.")
@@ -280,8 +289,9 @@ def _refusal(res: ScanResult, *, trusted: bool) -> str:
     if res.format in ("torch", "torchscript"):
         convert = ("rebuild the architecture with advkit.models.build(...), load the state_dict "
                    "into it and call advkit.models.save_model(model, out_dir) (safetensors + "
-                   "config.json, the format `advkit train` writes), or export it with "
-                   "torch.jit.save(torch.jit.script(model), path)")
+                   "config.json, the format `advkit train` writes)"
+                   + (", or export it with torch.jit.save(torch.jit.script(model), path)"
+                      if res.format == "torch" else ""))
     else:
         convert = "re-save the estimator with skops: skops.io.dump(estimator, 'model.skops')"
     return (head + found + fix + " To convert it to a safe format, load it once in a sandbox "

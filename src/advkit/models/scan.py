@@ -1,7 +1,8 @@
 """Model files: identify the format by content and scan every pickle in it, without loading.
 
 ``scan_model_file`` is the public entry (used by ``load_model`` and ``advkit scan``); the opcode
-level pickle scan itself lives in :mod:`advkit.models.pickle_scan`.
+level pickle scan itself lives in :mod:`advkit.models.pickle_scan`, and the check of a TorchScript
+archive's code against an allow-list of operators in :mod:`advkit.models.torchscript_scan`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from advkit.errors import InvalidParameterError
 from advkit.models.pickle_scan import PickleScan, _scan_zip, classify, scan_stream
+from advkit.models.torchscript_scan import scan_torchscript
 
 
 class _ZlibRaw(io.RawIOBase):
@@ -79,7 +81,9 @@ class ScanResult:
     ``torch`` (a ``torch.save`` pickle), ``joblib``, ``pickle`` or ``unknown``. ``needs_trust``:
     loading it needs ``trust_pickle=True`` (any pickle; a skops file with types skops does not
     trust by default). ``globals``: what its pickles import (for skops, its untrusted types);
-    ``dangerous``: those that run commands, touch files or the network, or evaluate code, with why;
+    ``dangerous``: those that run commands, touch files or the network, or evaluate code, with why
+    (for a TorchScript archive, also every operator or construct its code uses that the
+    allow-list of :mod:`advkit.models.torchscript_scan` refuses);
     ``unknown``: those neither known-ordinary nor known-dangerous; ``complete``: every stream was
     parsed to its end. ``verdict``: ``safe``, ``requires-trust``, ``dangerous`` or ``unknown``.
     """
@@ -101,7 +105,7 @@ class ScanResult:
             return "unknown"
         if self.dangerous or not self.complete:
             return "dangerous"
-        return "requires-trust" if self.needs_trust else "safe"
+        return "requires-trust" if self.needs_trust or self.unknown else "safe"
 
     def as_dict(self) -> dict:
         return {"path": str(self.path), "format": self.format, "verdict": self.verdict,
@@ -135,6 +139,7 @@ def scan_model_file(path) -> ScanResult:
     with open(p, "rb") as f:
         head = f.read(16)
     scan, fmt, needs_trust, comp = PickleScan(), "unknown", True, None
+    refused: dict[str, str] = {}  # for a TorchScript archive: what its code may not do
     if head[:4] == b"PK\x03\x04":  # by the leading bytes, as torch.load decides
         try:
             names = _scan_zip(p, scan)
@@ -144,8 +149,12 @@ def scan_model_file(path) -> ScanResult:
             return _scan_skops(p, sha)
         if any(n.endswith("constants.pkl") or "/code/" in f"/{n}" for n in names):
             fmt, needs_trust = "torchscript", False
+            refused = scan_torchscript(p, head, scan.globals())
         elif any(n.endswith("data.pkl") for n in names):
             fmt = "torch"
+        elif any(n.endswith(("archive_format", "serialized_exported_program.json")) for n in names):
+            scan.issues.append("a torch.export archive (.pt2), which advkit does not load: its "
+                               "loader unpickles weights and constants without restriction")
         else:
             scan.issues.append("a zip archive that is not torch.save, TorchScript or skops")
     elif len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
@@ -169,8 +178,12 @@ def scan_model_file(path) -> ScanResult:
         fmt = "torch" if scan.torch_legacy else "joblib" if scan.joblib else "pickle"
     if fmt == "unknown":
         return ScanResult(p, fmt, sha, False, issues=tuple(scan.issues), compression=comp)
-    return ScanResult(p, fmt, sha, needs_trust, tuple(scan.globals()), scan.classified("dangerous"),
-                      tuple(scan.classified("unknown")), scan.complete, tuple(scan.issues), comp)
+    unknown = scan.classified("unknown")
+    if fmt == "torchscript":  # its __torch__ classes were checked against its code instead
+        unknown = {g: r for g, r in unknown.items() if not g.startswith("__torch__.")}
+    return ScanResult(p, fmt, sha, needs_trust, tuple(scan.globals()),
+                      {**scan.classified("dangerous"), **refused}, tuple(unknown), scan.complete,
+                      tuple(scan.issues), comp)
 
 
 def _scan_skops(p: Path, sha: str) -> ScanResult:
