@@ -6,6 +6,35 @@ CLI prints it without a traceback and exits 2.
 
 from __future__ import annotations
 
+import re
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed and numpy take seeds below 2**63
+MESSAGE_LIMIT = 200  # values quoted in messages are cut to this many characters
+
+
+def short(value: object, limit: int = MESSAGE_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so a message never quotes a huge structure."""
+    if isinstance(value, list | tuple | dict | set) and len(value) > 1000:
+        return f"<{type(value).__name__} of {len(value)} items>"  # never repr a huge container
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 25]}... ({len(text)} characters)"
+
+
+# control characters (except newline and tab) and bidirectional overrides: a terminal escape
+# sequence among them ("\x1b]0;title\x07", "\x1b[2J") would retitle, clear or rewrite a terminal
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def visible(text: object) -> str:
+    """``str(text)`` with control characters (except newline and tab) and bidirectional
+    overrides replaced by visible escapes (``\\x1b``, ``\\u202e``): safe to show on a terminal."""
+    return _UNSAFE.sub(_escape, str(text))
+
 
 class AdvkitError(Exception):
     """Base class for every error advkit raises on bad input or an impossible request."""
@@ -16,7 +45,7 @@ class InvalidParameterError(AdvkitError, ValueError):
 
     def __init__(self, name: str, value: object, allowed: str):
         self.name, self.value, self.allowed = name, value, allowed
-        super().__init__(f"invalid parameter {name}={value!r}: expected {allowed}")
+        super().__init__(f"invalid parameter {name}={short(value)}: expected {allowed}")
 
 
 class IncompatibleTargetError(AdvkitError):
@@ -25,6 +54,15 @@ class IncompatibleTargetError(AdvkitError):
 
 class InputContractError(AdvkitError, ValueError):
     """Inputs, labels or model outputs break the target's declared contract."""
+
+
+class ModelBehaviorError(InputContractError):
+    """A model misbehaved: its forward raised, returned something other than finite floating
+    scores of shape (N, n_classes), or ignores its input."""
+
+
+class NonFiniteScoresError(ModelBehaviorError):
+    """A model returned NaN or infinite scores for finite inputs."""
 
 
 class UnsafeModelError(AdvkitError):
@@ -79,6 +117,8 @@ def check_range(name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=Fa
     """Validate ``lo <= value <= hi`` (open ends when asked); raise InvalidParameterError."""
     if kind is not None and (not isinstance(value, kind) or isinstance(value, bool)):
         raise InvalidParameterError(name, value, f"a {getattr(kind, '__name__', kind)}")
+    if isinstance(value, str | bytes | bool | None | list | tuple | dict):
+        raise InvalidParameterError(name, value, "a number")
     bad = (
         value != value  # NaN
         or (lo is not None and (value <= lo if lo_open else value < lo))
@@ -90,6 +130,14 @@ def check_range(name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=Fa
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi
         raise InvalidParameterError(name, value, f"a value in {left}{lo_s}, {hi_s}{right}")
+    return value
+
+
+def check_seed(name: str, value) -> int:
+    """A seed every generator takes: an int with ``0 <= seed < 2**63``."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
+        raise InvalidParameterError(
+            name, value, "an integer seed with 0 <= seed < 2**63 (what torch and numpy take)")
     return value
 
 

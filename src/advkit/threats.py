@@ -67,6 +67,31 @@ def project_l1(delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
     return out.reshape(delta.shape)
 
 
+def max_distance(p: float, bounds: tuple[float, float], shape: tuple[int, ...]) -> float:
+    """The largest Lp distance between two inputs within ``bounds`` of per-sample ``shape``:
+    the bounds' width for L∞, width * sqrt(d) for L2 and width * d for L1 (d = features)."""
+    width = float(bounds[1]) - float(bounds[0])
+    d = math.prod(shape)
+    return width if p == math.inf else width * d ** (1.0 / p)
+
+
+def check_eps(eps: float, norm, bounds: tuple[float, float], shape: tuple[int, ...],
+              name: str = "eps") -> float:
+    """Raise InvalidParameterError when ``eps`` exceeds the largest distance in the bounds (a
+    budget that large is a typo, e.g. 8 for 8/255, and no attack can use it)."""
+    p = parse_norm(norm)
+    check_range(name, eps, lo=0)
+    limit = max_distance(p, bounds, shape)
+    if eps > limit * (1 + 1e-6):
+        width = float(bounds[1]) - float(bounds[0])
+        label = {math.inf: "Linf", 2.0: "L2", 1.0: "L1"}[p]
+        raise InvalidParameterError(
+            name, eps, f"an {label} budget of at most {limit:g}: the input bounds "
+            f"{tuple(bounds)} have width {width:g}, so no perturbation is larger (for inputs "
+            "scaled to [0, 255] with bounds [0, 1], write 8/255 as 0.0314)")
+    return eps
+
+
 @dataclass(frozen=True, kw_only=True)
 class LpBall:
     """The Lp ball of radius ``eps`` around each input (p = inf, 2 or 1)."""

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from advkit.errors import InputContractError, InvalidParameterError, ModelBehaviorError
 from advkit.evaluation.metrics import (
     Proportion,
     attack_success_rate,
@@ -23,7 +24,7 @@ from advkit.evaluation.metrics import (
 )
 from advkit.goals import Targeted, Untargeted
 from advkit.targets.base import Target
-from advkit.threats import LpBall, lp_norm
+from advkit.threats import LpBall, check_eps, lp_norm
 
 
 @dataclass
@@ -105,7 +106,12 @@ def input_grad(
         loss = loss_fn(logits, labels)
         if sign != 1.0:
             loss = loss * sign
-        (grad,) = torch.autograd.grad(loss.sum(), xg)
+        (grad,) = torch.autograd.grad(loss.sum(), xg, allow_unused=True)
+    if grad is None:
+        raise ModelBehaviorError(
+            f"the model {target.model_name} has no gradient path from its input to its "
+            "scores (its forward detaches or leaves the input out); gradient attacks cannot run: "
+            "use a black-box attack (square) or make the forward differentiable")
     return grad, logits.detach(), loss.detach()
 
 
@@ -118,6 +124,15 @@ def take_rows_(dst: torch.Tensor, src: torch.Tensor, mask: torch.Tensor) -> torc
     """
     w = mask.to(dst.dtype).reshape((-1,) + (1,) * (dst.dim() - 1))
     return dst.lerp_(src, w)
+
+
+def check_generator(generator) -> torch.Generator | None:
+    """``generator`` if it is None or a ``torch.Generator``; InvalidParameterError otherwise."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InvalidParameterError(
+            "generator", generator,
+            "a torch.Generator or None (for a seed s, pass torch.Generator().manual_seed(s))")
+    return generator
 
 
 class EvasionAttack:
@@ -159,8 +174,14 @@ class EvasionAttack:
         self, target: Target, x, y, *, goal=None, generator: torch.Generator | None = None
     ) -> EvasionResult:
         target.require(self.requires, f"the {self.name} attack", self.suggest)
+        check_generator(generator)
         x = target.check_inputs(x).detach()
+        if x.shape[0] == 0:
+            raise InputContractError(
+                f"the {self.name} attack got an empty batch (0 inputs); pass at least one input")
         y = target.check_labels(y, x.shape[0]).to(x.device)
+        if self.threat is not None:
+            check_eps(self.threat.eps, self.threat.p, target.contract.bounds, target.contract.shape)
         goal = goal if goal is not None else Untargeted()
         target_labels = goal.labels_for(y) if isinstance(goal, Targeted) else None
         if target_labels is not None:

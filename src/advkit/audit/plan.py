@@ -12,7 +12,8 @@ from typing import Any
 
 from advkit import registry
 from advkit.audit.spec import AuditSpec
-from advkit.threats import LpBall
+from advkit.errors import AuditSpecError, InvalidParameterError
+from advkit.threats import LpBall, check_eps
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,15 @@ def make_plan(spec: AuditSpec) -> list[Scenario]:
             add(Scenario(f"ensemble/{norm}/eps={eps:g}", "ensemble", norm, float(eps),
                          {"attacks": list(e.attacks), "version": e.version}, kind="ensemble"))
     return plan
+
+
+def check_budgets(plan: list[Scenario], info) -> None:
+    """Refuse a budget larger than any distance within the data's bounds (``info``: a
+    DatasetInfo), e.g. eps: 8 meant as 8/255; run once the data is loaded, before any training."""
+    for sc in plan:
+        if sc.eps is None:
+            continue
+        try:
+            check_eps(sc.eps, sc.norm.lower(), info.bounds, info.shape)
+        except InvalidParameterError as exc:
+            raise AuditSpecError(f"scenario {sc.id} on the data {info.name!r}: {exc}") from None

@@ -13,14 +13,15 @@ import torch
 from advkit import registry
 from advkit.audit import evasion_report
 from advkit.audit.manifest import build_manifest, sha256_state_dict
-from advkit.audit.plan import Scenario, make_plan
+from advkit.audit.plan import Scenario, check_budgets, make_plan
 from advkit.audit.progress import progress_bar
 from advkit.audit.report import Report, ScenarioResult
 from advkit.audit.spec import AuditSpec
-from advkit.audit.store import Store
+from advkit.audit.store import Store, check_store
 from advkit.data import Dataset
 from advkit.evaluation.metrics import attack_success_rate, proportion
-from advkit.targets.base import Target
+from advkit.paths import check_path, prepare_out_dir
+from advkit.targets.base import Target, check_input_dependence
 from advkit.threats import LpBall
 
 log = logging.getLogger("advkit.audit")
@@ -44,11 +45,15 @@ def load_subject(spec: AuditSpec, *, progress: bool | None = None) -> AuditSubje
     from advkit.models.io import load_model, target_for
 
     ds = load(spec.dataset.name or spec.dataset.path, label_column=spec.dataset.label_column)
+    check_budgets(make_plan(spec), ds.info)  # before any training
+    if spec.model.path is not None:
+        check_path(spec.model.path, "model.path")
     if spec.model.zoo is not None:
         model, info = trained_zoo_model(ds, spec.model, seed=spec.seed, progress=progress)
         sha = sha256_state_dict(model.state_dict())
     else:
-        loaded = load_model(spec.model.path, trust_pickle=spec.model.trust_pickle)
+        loaded = load_model(spec.model.path, trust_pickle=spec.model.trust_pickle,
+                            allow_dangerous=spec.model.allow_dangerous)
         model, sha = loaded.model, loaded.sha256
         info = {
             "name": Path(spec.model.path).name,
@@ -61,7 +66,7 @@ def load_subject(spec: AuditSpec, *, progress: bool | None = None) -> AuditSubje
 
 
 def _generator(seed: int, sid: str) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(sid.encode()))
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(sid.encode())) % 2**63)
 
 
 # small extra outputs of attacks worth keeping in the report (images, query traces)
@@ -198,20 +203,23 @@ def run_audit(
     resume: bool = True,
 ) -> Report:
     started = time.time()
+    store_path = Path(out_dir) / ".advkit-progress.sqlite"
+    prepare_out_dir(out_dir, "out_dir")
+    check_store(store_path, fresh=not resume)  # a damaged database fails now, not after training
     subject = load_subject(spec, progress=progress)
     ds, target = subject.dataset, subject.target
-    n = spec.evaluation.n_samples or ds.x_test.shape[0]
+    n = min(spec.evaluation.n_samples or ds.x_test.shape[0], ds.x_test.shape[0])
     x, y = ds.x_test[:n], ds.y_test[:n]
     x = target.check_inputs(x)
     y = target.check_labels(y, x.shape[0])
     with torch.no_grad():
         clean_pred = target.labels(x, check=False)
+    check_input_dependence(target, x, generator=_generator(spec.seed, "input-dependence"))
 
     plan = make_plan(spec)
     run_key = zlib.crc32(
         f"{spec_sha256}|{subject.model_sha256}|{ds.sha256()}|{n}|{STORE_VERSION}".encode()
     )
-    store_path = Path(out_dir) / ".advkit-progress.sqlite"
     records = []
     with Store(store_path) as store, progress_bar(progress) as bar:
         task = bar.add_task("attacking", total=len(plan))

@@ -1,11 +1,14 @@
 """The audit spec: what to audit (data, model) and how (attacks × budgets), from YAML or built in.
 
-A spec file is read with ``yaml.safe_load`` and validated with pydantic; every problem becomes one
+A spec file is read with PyYAML's safe loader within size limits (``audit.yaml_limits``: no alias
+bombs) and validated with pydantic; every problem becomes one
 ``AuditSpecError`` naming the field and the fix. Example::
 
     seed: 0
     dataset: digits                 # a built-in name, or {path: data.npz} / {path: d.csv, label_column: y}
     model: {zoo: cnn-small, epochs: 30}   # or {path: model_dir_or_file, trust_pickle: false}
+                                          # (allow_dangerous: true, with trust_pickle, also loads
+                                          # a file the scan calls dangerous: never by default)
     evaluation: {n_samples: 360, batch_size: 256}
     attacks:
       - {name: fgsm, norm: inf, eps: [0.0, 0.05, 0.1, 0.2, 0.3]}
@@ -22,16 +25,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from advkit.errors import AuditSpecError
+from advkit.audit.yaml_limits import MAX_BYTES, load_yaml
+from advkit.errors import MAX_SEED, AdvkitError, AuditSpecError, short
+from advkit.paths import is_file, path_error
 
 DEFAULT_EPS = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML types are kept (no "10" -> 10, 2.0 -> 2, true -> 1); floats must be finite
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class DatasetSpec(_Strict):
@@ -52,6 +57,7 @@ class ModelSpec(_Strict):
     zoo: str | None = None
     path: str | None = None
     trust_pickle: bool = False
+    allow_dangerous: bool = False  # only with trust_pickle: also load a file the scan calls dangerous
     epochs: int = Field(default=30, ge=1, le=1000)
     lr: float = Field(default=1e-3, gt=0, le=1)
     batch_size: int = Field(default=64, ge=1)
@@ -62,6 +68,11 @@ class ModelSpec(_Strict):
         if (self.zoo is None) == (self.path is None):
             raise ValueError(
                 "give exactly one of 'zoo' (train a zoo model) or 'path' (a saved model)"
+            )
+        if self.allow_dangerous and not self.trust_pickle:
+            raise ValueError(
+                "allow_dangerous: true only works together with trust_pickle: true (it lets a "
+                "trusted file load even though its scan found dangerous imports)"
             )
         return self
 
@@ -111,8 +122,8 @@ class EvaluationSpec(_Strict):
 
 
 class AuditSpec(_Strict):
-    title: str = "advkit audit"
-    seed: int = 0
+    title: str = Field(default="advkit audit", max_length=500)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     dataset: DatasetSpec
     model: ModelSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
@@ -157,10 +168,12 @@ def default_spec() -> AuditSpec:
 def _format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p)[:60] for p in err["loc"]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see the example in advkit.audit.spec)"
+        elif err["type"].endswith(("_type", "_parsing", "finite_number")):
+            msg += f" (got {type(err['input']).__name__} {short(err['input'], 60)})"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
@@ -183,24 +196,49 @@ def parse_spec(data: Any, *, source: str = "spec") -> AuditSpec:
     for name in names:
         if name not in known:
             raise AuditSpecError(
-                f"{source}: unknown attack {name!r}; known evasion attacks: "
+                f"{source}: unknown attack {short(name)}; known evasion attacks: "
                 f"{', '.join(sorted(known))}"
             )
+    _check_scenarios(spec, source)
     return spec
+
+
+def _check_scenarios(spec: AuditSpec, source: str) -> None:
+    """Build every scenario's attack once, so a bad norm or parameter (or zoo name) fails before
+    any work."""
+    from advkit import registry
+    from advkit.audit.plan import make_plan
+    from advkit.models.zoo import ZOO_NAMES
+
+    if spec.model.zoo is not None and spec.model.zoo not in ZOO_NAMES:
+        raise AuditSpecError(f"{source}: model.zoo: unknown zoo model {short(spec.model.zoo)}; "
+                             f"zoo models: {', '.join(ZOO_NAMES)}")
+    try:
+        plan = make_plan(spec)
+    except AdvkitError as exc:
+        raise AuditSpecError(f"{source}: {exc}") from None
+    for sc in plan:
+        if sc.kind != "attack":
+            continue
+        try:
+            registry.create(sc.attack, **sc.attack_params())
+        except AdvkitError as exc:
+            raise AuditSpecError(f"{source}: attack {sc.id}: {exc}") from None
 
 
 def load_spec(path: str | Path) -> tuple[AuditSpec, str]:
     """Read and validate a YAML spec; returns the spec and the SHA-256 of the file's bytes."""
     p = Path(path)
-    if not p.is_file():
+    if not is_file(p, "spec"):
         raise AuditSpecError(
             f"spec file {str(p)!r} does not exist; pass the path of a YAML audit spec"
         )
-    raw = p.read_bytes()  # the spec's hash is of these bytes
     try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise AuditSpecError(f"{p} is not valid YAML: {exc}") from None
+        with p.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # the spec's hash is of these bytes
+    except OSError as exc:
+        raise path_error("spec", p, exc) from None
+    data = load_yaml(raw, source=str(p))
     spec = parse_spec(data, source=str(p))
     for part in ("model", "dataset"):  # relative paths are relative to the spec file
         sub = getattr(spec, part)

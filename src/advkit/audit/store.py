@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from advkit.errors import DataFormatError
+from advkit.paths import check_path, path_error
+
+_COLUMNS = ("run_key", "scenario_id", "result", "created")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scenarios (
     run_key TEXT NOT NULL,
@@ -23,13 +27,53 @@ CREATE TABLE IF NOT EXISTS scenarios (
 """
 
 
+def _damaged(path: Path, why: str) -> DataFormatError:
+    return DataFormatError(
+        f"the progress database {path} is damaged or not advkit's ({why}); rerun with --fresh "
+        "(it is replaced) or delete the file")
+
+
+def check_store(path: str | Path, *, fresh: bool = False) -> None:
+    """Check an existing progress database before any work starts, without changing it.
+
+    A file that is not SQLite or lacks the ``scenarios`` table as advkit writes it raises
+    DataFormatError naming the fix; with ``fresh=True`` such a file is removed instead.
+    """
+    path = Path(path)
+    if check_path(path, "progress database") is None:
+        return
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            cols = tuple(r[1] for r in db.execute("PRAGMA table_info(scenarios)"))
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        why = str(exc)
+    else:
+        if cols == _COLUMNS or not tables:  # advkit's table, or an empty database
+            return
+        why = f"its 'scenarios' table has columns {list(cols)}, expected {list(_COLUMNS)}"
+    if not fresh:
+        raise _damaged(path, why)
+    try:
+        path.unlink()
+    except OSError as exc:
+        raise path_error("progress database", path, exc) from None
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path)
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        check_store(self.path)
+        try:
+            self._db = sqlite3.connect(self.path)
+            self._db.execute(_SCHEMA)
+            self._db.commit()
+        except sqlite3.Error as exc:
+            raise _damaged(self.path, str(exc)) from None
 
     def get(self, run_key: str, scenario_id: str) -> dict[str, Any] | None:
         row = self._db.execute(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import math
 from pathlib import Path
 
 import typer
 
-from advkit.errors import AuditSpecError
+from advkit.cli.output import echo
+from advkit.errors import AuditSpecError, check_seed
+from advkit.paths import prepare_out_dir
 
 PRESETS = ("backdoor", "evasion-defense")
 
@@ -20,12 +23,32 @@ def _thresholds(items: list[str]) -> dict[str, float]:
             out[key.strip()] = float(value)
         except ValueError:
             sep = ""
-        if not sep:
+        if not sep or not math.isfinite(out.get(key.strip(), 0.0)):
             raise AuditSpecError(
                 f"--fail-under {item!r}: expected METRIC=VALUE, e.g. clean_accuracy=0.9 "
                 "or robust_accuracy@0.1=0.5"
             )
     return out
+
+
+def _warn_dangerous(model) -> None:
+    """allow_dangerous needs trust_pickle (as load_model's rule); when set, say so loudly."""
+    if not model.allow_dangerous:
+        return
+    if not model.trust_pickle:
+        raise AuditSpecError(
+            "--allow-dangerous (allow_dangerous: true) only works together with --trust-pickle "
+            "(trust_pickle: true): it lets a file you trust load even though its scan found "
+            "dangerous imports; add --trust-pickle only if you made the file yourself"
+        )
+    if model.path is not None:
+        echo(
+            f"WARNING: --allow-dangerous: {model.path} will be loaded even if its scan finds "
+            "imports or code that run commands, touch files or the network, or evaluate code. "
+            "Use this only for a file you made yourself, ideally in a sandbox; run "
+            f"`advkit scan {model.path}` first to see what it does.",
+            err=True,
+        )
 
 
 def audit(
@@ -47,6 +70,12 @@ def audit(
         "--trust-pickle",
         help="Load a pickle-based model file (runs its code: only for files you trust).",
     ),
+    allow_dangerous: bool = typer.Option(
+        False,
+        "--allow-dangerous",
+        help="With --trust-pickle only: also load a model file whose scan found dangerous "
+        "imports or code (never needed for a model you saved yourself with advkit).",
+    ),
     progress: bool = typer.Option(
         None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."
     ),
@@ -56,12 +85,15 @@ def audit(
     from advkit.report import render_markdown, write_report
 
     thresholds = _thresholds(fail_under)
+    if seed is not None:
+        check_seed("--seed", seed)
     if preset is not None:
         if spec is not None:
             raise AuditSpecError("give either a spec file or --preset, not both")
         if preset not in PRESETS:
             raise AuditSpecError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
         mod = importlib.import_module(f"advkit.audit.presets.{preset.replace('-', '_')}")
+        prepare_out_dir(out)
         report = mod.run(seed=0 if seed is None else seed, quick=quick, progress=progress)
     else:
         from advkit.audit.runner import run_audit
@@ -76,17 +108,20 @@ def audit(
             s = s.model_copy(update={"seed": seed})
         if trust_pickle:
             s = s.model_copy(update={"model": s.model.model_copy(update={"trust_pickle": True})})
+        if allow_dangerous:
+            s = s.model_copy(update={"model": s.model.model_copy(update={"allow_dangerous": True})})
+        _warn_dangerous(s.model)
         thresholds = {**s.fail_under, **thresholds}
-        out.mkdir(parents=True, exist_ok=True)
+        prepare_out_dir(out)  # before any work: an unusable --out fails now
         report = run_audit(s, out_dir=out, spec_sha256=sha, progress=progress, resume=not fresh)
     gate = evaluate_thresholds(report, thresholds)
     report.findings.extend(gate)
     paths = write_report(report, out)
-    typer.echo(render_markdown(report))
-    typer.echo(f"\nreport: {paths['html']}\njson:   {paths['json']}")
+    echo(render_markdown(report))
+    echo(f"\nreport: {paths['html']}\njson:   {paths['json']}")
     missed = [f for f in gate if not f.passed]
     if missed:
         for f in missed:
-            typer.echo(f"FAIL: {f.metric} = {f.value:.4f} < {f.threshold}", err=True)
+            echo(f"FAIL: {f.metric} = {f.value:.4f} < {f.threshold}", err=True)
         return 1
     return 0

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.exceptions import TyperException
 
 from advkit.cli import audit as audit_cmd
-from advkit.cli import catalog, scan, train
+from advkit.cli import catalog, convert, scan, train
+from advkit.cli.output import clean
 from advkit.errors import AdvkitError
 
 app = typer.Typer(
@@ -25,6 +28,7 @@ app.command("train")(train.train)
 app.command("list")(catalog.list_cmd)
 app.command("describe")(catalog.describe)
 app.command("scan")(scan.scan)
+app.command("convert")(convert.convert)
 
 err = Console(stderr=True, highlight=False)
 
@@ -39,7 +43,9 @@ def run(argv: list[str] | None = None) -> int:
         rv = app(args=argv, standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except AdvkitError as exc:
-        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", markup=True, soft_wrap=True)
+        # the message may quote user input: no markup, control characters escaped
+        msg = Text.assemble(("error:", "bold red"), f" {type(exc).__name__}: {clean(exc)}")
+        err.print(msg, soft_wrap=True)
         code = 2
     except typer.Exit as exc:
         code = exc.exit_code
@@ -47,10 +53,12 @@ def run(argv: list[str] | None = None) -> int:
         err.print("aborted")
         code = 130
     except TyperException as exc:  # usage errors: unknown option, missing argument, bad value
+        buf = io.StringIO()
         if hasattr(exc, "show"):
-            exc.show()
+            exc.show(file=buf)
         else:
-            err.print(f"error: {exc.format_message()}", markup=False)
+            buf.write(f"error: {exc.format_message()}\n")
+        sys.stderr.write(clean(buf.getvalue()))
         code = 2
     if argv is None:
         sys.exit(code)

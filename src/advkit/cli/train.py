@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from advkit.cli.output import echo
+
 
 def train(
     dataset: str = typer.Option(
@@ -57,8 +59,11 @@ def train(
     """Train a model from the zoo (optionally on poisoned data) and save it safely (no pickle)."""
     import torch
 
-    from advkit.errors import InvalidParameterError
+    from advkit.errors import InvalidParameterError, check_seed
+    from advkit.paths import prepare_out_dir
 
+    check_seed("--seed", seed)
+    prepare_out_dir(out)  # before the data is loaded: an unusable --out fails now
     if poison is not None and defense is not None:
         raise InvalidParameterError("--defense", defense, "no --defense together with --poison")
     if poison is not None and lr_schedule != "constant":
@@ -117,10 +122,10 @@ def train(
             }
         },
     )
-    typer.echo(
+    echo(
         f"trained {model} on {ds.info.name}: test accuracy {acc:.4f} ({ds.x_test.shape[0]} points)"
     )
-    typer.echo(f"saved to {path}")
+    echo(f"saved to {path}")
     return 0
 
 
@@ -215,12 +220,12 @@ def _train_poisoned(dataset, model, out, *, epochs, lr, batch_size, seed, label_
         out.mkdir(parents=True, exist_ok=True)
         path = out / "model.skops"
         skops.io.dump(net, path)
-    typer.echo(
+    echo(
         f"trained {model} on {ds.info.name} poisoned by {poison} "
         f"({record['n_poisoned']} of {ds.x_train.shape[0]} training points)"
     )
-    typer.echo(f"clean accuracy {metrics.clean_accuracy}")
+    echo(f"clean accuracy {metrics.clean_accuracy}")
     if metrics.attack_success is not None:
-        typer.echo(f"attack success {metrics.attack_success}")
-    typer.echo(f"saved to {path}")
+        echo(f"attack success {metrics.attack_success}")
+    echo(f"saved to {path}")
     return 0

@@ -38,6 +38,7 @@ from advkit.errors import (
     MissingSystemPackageError,
     check_range,
 )
+from advkit.paths import is_file
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def load(name_or_path: str | os.PathLike, *, label_column: str | None = None,
     suffix = path.suffix.lower()
     if suffix not in FILE_TYPES:
         raise InvalidParameterError("name_or_path", text, _wanted())
-    if not path.is_file():
+    if not is_file(path, "name_or_path"):
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
         raise DataFileNotFoundError(
             f"data file {str(path)!r}{where} does not exist or is not a file; check the path")

@@ -249,12 +249,16 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             if ("x_test" in keys) != ("y_test" in keys):
                 raise DataFormatError(f"{path} has only one of 'x_test' and 'y_test'; "
                                       "supply both or neither")
-            return {k: z[k] for k in ("x", "y", "x_test", "y_test") if k in keys}
+            arrays = {k: z[k] for k in ("x", "y", "x_test", "y_test") if k in keys}
     except DataFormatError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataFormatError(f"cannot read {path} as .npz without unpickling ({exc}); "
                               f"{_NPZ_HINT}") from exc
+    for k, a in arrays.items():  # numpy hands back a member that is not .npy data as raw bytes
+        if not isinstance(a, np.ndarray):
+            raise DataFormatError(f"{path}: the member {k!r} is not NumPy .npy data; {_NPZ_HINT}")
+    return arrays
 
 
 def _check_npz(path: Path, arrays: dict[str, np.ndarray], pairs) -> None:
@@ -263,13 +267,16 @@ def _check_npz(path: Path, arrays: dict[str, np.ndarray], pairs) -> None:
         x, y = arrays[xk], arrays[yk]
         if x.dtype.kind not in "biuf":
             raise DataFormatError(f"{path}: '{xk}' has dtype {x.dtype}; inputs must be numeric")
-        if x.ndim not in (2, 3, 4) or x.shape[1:] != x0.shape[1:]:
+        if x.ndim not in (2, 3, 4) or x.shape[1:] != x0.shape[1:] or 0 in x.shape[1:]:
             raise DataFormatError(
                 f"{path}: '{xk}' has shape {x.shape}; expected (n, features), (n, H, W) or "
                 f"(n, C, H, W), the same per sample in 'x' and 'x_test'")
         if y.ndim != 1 or len(y) != len(x):
             raise DataFormatError(f"{path}: '{yk}' has shape {y.shape}; expected ({len(x)},), "
                                   f"one label per row of '{xk}'")
+        if len(x) == 0:
+            raise InputContractError(f"{path}: '{xk}' has no rows; supply at least one sample "
+                                     "per array")
         bad = first_nonfinite(x) if x.dtype.kind == "f" else None
         if bad is not None:
             raise InputContractError(

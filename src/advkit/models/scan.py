@@ -2,7 +2,9 @@
 
 ``scan_model_file`` is the public entry (used by ``load_model`` and ``advkit scan``); the opcode
 level pickle scan itself lives in :mod:`advkit.models.pickle_scan`, and the check of a TorchScript
-archive's code against an allow-list of operators in :mod:`advkit.models.torchscript_scan`.
+archive's code against an allow-list of operators in :mod:`advkit.models.torchscript_scan`,
+the check that a safetensors file is well-formed in :mod:`advkit.models.safetensors_scan`, and
+the scan of a whole folder in :mod:`advkit.models.scan_tree`.
 """
 
 from __future__ import annotations
@@ -12,15 +14,24 @@ import gzip
 import hashlib
 import io
 import lzma
+import pickletools
 import tarfile
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from advkit.errors import InvalidParameterError
 from advkit.models.pickle_scan import PickleScan, _scan_zip, classify, scan_stream
+from advkit.models.safetensors_scan import (
+    config_problem,
+    looks_like_safetensors,
+    safetensors_problem,
+)
 from advkit.models.torchscript_scan import scan_torchscript
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
 
 
 class _ZlibRaw(io.RawIOBase):
@@ -69,6 +80,8 @@ def _open_decompressed(path: Path, kind: str):
     return opener(path, "rb") if opener else io.BufferedReader(_ZlibRaw(open(path, "rb")))
 
 
+_SAFE_SUFFIXES = (".safetensors", ".skops")
+_PICKLE_OPCODES = frozenset(op.code for op in pickletools.opcodes)
 _TORCH_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")
 _PICKLE_EXTENSIONS = (".pkl", ".pickle", ".joblib", ".sav") + _TORCH_EXTENSIONS
 
@@ -77,7 +90,9 @@ _PICKLE_EXTENSIONS = (".pkl", ".pickle", ".joblib", ".sav") + _TORCH_EXTENSIONS
 class ScanResult:
     """What a model file is and what loading it would do, found without loading it.
 
-    ``format``: ``advkit`` (a save_model folder), ``safetensors``, ``torchscript``, ``skops``,
+    ``format``: ``advkit`` (a save_model folder whose weights file is checked to be well-formed
+    safetensors and whose config.json is a JSON object of at most 1 MiB), ``safetensors`` (the
+    header parses and its offsets fit the file), ``torchscript``, ``skops``,
     ``torch`` (a ``torch.save`` pickle), ``joblib``, ``pickle`` or ``unknown``. ``needs_trust``:
     loading it needs ``trust_pickle=True`` (any pickle; a skops file with types skops does not
     trust by default). ``globals``: what its pickles import (for skops, its untrusted types);
@@ -85,7 +100,10 @@ class ScanResult:
     (for a TorchScript archive, also every operator or construct its code uses that the
     allow-list of :mod:`advkit.models.torchscript_scan` refuses);
     ``unknown``: those neither known-ordinary nor known-dangerous; ``complete``: every stream was
-    parsed to its end. ``verdict``: ``safe``, ``requires-trust``, ``dangerous`` or ``unknown``.
+    parsed to its end. ``verdict``: ``safe``, ``requires-trust``, ``dangerous`` or ``unknown``
+    (not a recognized format, empty or unreadable: ``issues`` says which). A pickle in a file
+    named ``.safetensors`` or ``.skops``, or a file that is both valid safetensors and a complete
+    pickle, is dangerous: it lies about its format.
     """
 
     path: Path
@@ -125,21 +143,51 @@ def sha256_file(path) -> str:
 
 def scan_model_file(path) -> ScanResult:
     """Identify the model file (or save_model folder) at ``path`` by its content and scan every
-    pickle in it without executing anything."""
+    pickle in it without executing anything. A file that cannot be read, or is empty, gets the
+    verdict ``unknown`` with the reason in ``issues``."""
     p = Path(path)
     if p.is_dir():
-        weights = p / "model.safetensors"
-        if (p / "config.json").is_file() and weights.is_file():
-            return ScanResult(p, "advkit", sha256_file(weights), False)
-        return ScanResult(p, "unknown", "", False, issues=("a folder without config.json and "
-                                                           "model.safetensors",))
+        if (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file():
+            return _scan_advkit_folder(p)
+        return ScanResult(p, "unknown", "", False, issues=(
+            f"a folder without {CONFIG_NAME} and {WEIGHTS_NAME} (not a save_model folder)",))
     if not p.is_file():
         raise InvalidParameterError("path", str(p), "an existing model file or folder")
+    try:
+        return _scan_file(p)
+    except OSError as exc:
+        return ScanResult(p, "unknown", "", False, issues=(
+            f"the file cannot be read ({exc}); check its permissions",))
+
+
+def _scan_advkit_folder(p: Path) -> ScanResult:
+    """A save_model folder: its weights must really be safetensors (scanned by content, whatever
+    the name says) and its config a JSON object of bounded size."""
+    weights = scan_model_file(p / WEIGHTS_NAME)
+    if weights.format != "safetensors":
+        what = (f"{WEIGHTS_NAME} is not a valid safetensors file" if weights.format == "unknown"
+                else f"{WEIGHTS_NAME} is not safetensors: its content is {weights.format}")
+        if weights.verdict in ("dangerous", "requires-trust"):  # keep what the scan found in it
+            return replace(weights, path=p, issues=(what,) + weights.issues)
+        return ScanResult(p, "unknown", weights.sha256, False, issues=(
+            what + " (load_model reads a folder's weights only as safetensors)",) + weights.issues)
+    problem = config_problem(p / CONFIG_NAME)
+    if problem:
+        return ScanResult(p, "unknown", weights.sha256, False, issues=(problem,))
+    return ScanResult(p, "advkit", weights.sha256, False, issues=weights.issues)
+
+
+def _scan_file(p: Path) -> ScanResult:
     sha, size = sha256_file(p), p.stat().st_size
+    if size == 0:
+        return ScanResult(p, "unknown", sha, False, issues=(
+            "an empty file (0 bytes), not a model: it was truncated or never written; save or "
+            "download it again",))
     with open(p, "rb") as f:
         head = f.read(16)
     scan, fmt, needs_trust, comp = PickleScan(), "unknown", True, None
     refused: dict[str, str] = {}  # for a TorchScript archive: what its code may not do
+    problem: str | None = None  # what is wrong with a file that starts like safetensors
     if head[:4] == b"PK\x03\x04":  # by the leading bytes, as torch.load decides
         try:
             names = _scan_zip(p, scan)
@@ -157,8 +205,8 @@ def scan_model_file(path) -> ScanResult:
                                "loader unpickles weights and constants without restriction")
         else:
             scan.issues.append("a zip archive that is not torch.save, TorchScript or skops")
-    elif len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
-        fmt, needs_trust = "safetensors", False
+    elif looks_like_safetensors(head, size) and (problem := safetensors_problem(p)) is None:
+        return _polyglot(p, sha) or ScanResult(p, "safetensors", sha, False)
     elif (comp := _compression(head)) is not None:
         with _open_decompressed(p, comp) as stream:
             try:
@@ -170,20 +218,57 @@ def scan_model_file(path) -> ScanResult:
                 scan_stream(stream, scan, f"{p.name} ({comp})")
                 fmt = "joblib"
     elif head[:1] == b"\x80" or p.suffix.lower() in _PICKLE_EXTENSIONS:
-        with open(p, "rb") as stream:
-            scan_stream(stream, scan, p.name)
-        if scan.torch_legacy and tarfile.is_tarfile(p):  # torch.load would read it as a tar
-            scan.fail(p.name, "also a tar archive (torch's legacy tar format), which the scan "
-                              "does not cover")
-        fmt = "torch" if scan.torch_legacy else "joblib" if scan.joblib else "pickle"
+        fmt = _scan_pickle(p, scan)
+    elif head[:1].decode("latin-1") in _PICKLE_OPCODES:  # perhaps a protocol 0 or 1 pickle
+        probe = PickleScan()
+        if _scan_pickle(p, probe) and probe.complete and probe.n_pickles:
+            scan, fmt = probe, _pickle_format(probe)
     if fmt == "unknown":
-        return ScanResult(p, fmt, sha, False, issues=tuple(scan.issues), compression=comp)
+        issues = tuple(scan.issues)
+        if problem:
+            issues = (f"a safetensors header, but not a valid safetensors file: {problem}",) + issues
+        return ScanResult(p, fmt, sha, False, issues=issues or (
+            "not a format advkit recognizes by its content (safetensors, skops, TorchScript, "
+            "torch.save, joblib or pickle)",), compression=comp)
     unknown = scan.classified("unknown")
     if fmt == "torchscript":  # its __torch__ classes were checked against its code instead
         unknown = {g: r for g, r in unknown.items() if not g.startswith("__torch__.")}
+    elif p.suffix.lower() in _SAFE_SUFFIXES:  # a pickle that claims a format that runs no code
+        refused[f"disguised as {p.suffix.lower()}"] = (
+            f"pickle-based content ({fmt}) in a file named {p.name}: a file that lies about "
+            "its format to be loaded by someone who trusts the name is a known way to deliver "
+            "a payload")
     return ScanResult(p, fmt, sha, needs_trust, tuple(scan.globals()),
                       {**scan.classified("dangerous"), **refused}, tuple(unknown), scan.complete,
                       tuple(scan.issues), comp)
+
+
+def _scan_pickle(p: Path, scan: PickleScan) -> str:
+    with open(p, "rb") as stream:
+        scan_stream(stream, scan, p.name)
+    if scan.torch_legacy and tarfile.is_tarfile(p):  # torch.load would read it as a tar
+        scan.fail(p.name, "also a tar archive (torch's legacy tar format), which the scan "
+                          "does not cover")
+    return _pickle_format(scan)
+
+
+def _pickle_format(scan: PickleScan) -> str:
+    return "torch" if scan.torch_legacy else "joblib" if scan.joblib else "pickle"
+
+
+def _polyglot(p: Path, sha: str) -> ScanResult | None:
+    """A valid safetensors file that is also a complete pickle: a crafted file (a pickle loader
+    such as torch.load would run it), never a saved model."""
+    probe = PickleScan()
+    with open(p, "rb") as stream:
+        scan_stream(stream, probe, p.name)
+    if not (probe.complete and probe.n_pickles):
+        return None
+    why = ("the file is valid both as safetensors and as a pickle: a safetensors loader reads "
+           "weights, but a pickle loader (pickle.load, torch.load) would run its pickle")
+    return ScanResult(p, _pickle_format(probe), sha, True, tuple(probe.globals()),
+                      {**probe.classified("dangerous"), "safetensors+pickle polyglot": why},
+                      tuple(probe.classified("unknown")), True, tuple(probe.issues))
 
 
 def _scan_skops(p: Path, sha: str) -> ScanResult:

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 
 from advkit.audit.report import SEVERITIES, Finding, Report, Section, Table
+from advkit.errors import visible
 from advkit.report.json import write_text_atomic
 from advkit.report.markdown import (
     MISSING,
@@ -37,11 +39,17 @@ MAX_GRID_IMAGES = 256  # per section; more would make the file needlessly large
 _HEX = re.compile(r"^[0-9a-f]{32,}$")
 
 
+def _finalize(value: Any) -> Any:
+    """Every printed value: control characters (a terminal escape in a title) made visible;
+    autoescape then HTML-escapes it."""
+    return visible(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+
 @lru_cache(maxsize=1)
 def _environment() -> Environment:
     return Environment(loader=PackageLoader("advkit.report", "templates"), autoescape=True,
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                       keep_trailing_newline=True)
+                       keep_trailing_newline=True, finalize=_finalize)
 
 
 def render_html(report: Report) -> str:

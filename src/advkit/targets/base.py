@@ -8,6 +8,7 @@ sample) and enforces an optional query budget.
 from __future__ import annotations
 
 import math
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from advkit.errors import BudgetExhausted, IncompatibleTargetError, InputContractError
+from advkit.errors import (
+    BudgetExhausted,
+    IncompatibleTargetError,
+    InputContractError,
+    InvalidParameterError,
+    ModelBehaviorError,
+    NonFiniteScoresError,
+    check_range,
+    short,
+)
 
 CAPABILITIES = ("gradients", "logits", "probabilities", "labels")
 
@@ -53,10 +63,18 @@ class InputContract:
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if any(s < 1 for s in self.shape):
+            raise InputContractError(f"contract shape dims must be >= 1, got {self.shape}")
+        try:
+            object.__setattr__(self, "n_classes", operator.index(self.n_classes))
+        except TypeError:
+            raise InputContractError(
+                f"n_classes must be an integer, got {short(self.n_classes)}") from None
         lo, hi = self.bounds
         object.__setattr__(self, "bounds", (float(lo), float(hi)))
-        if not lo < hi:
-            raise InputContractError(f"contract bounds must satisfy lo < hi, got {self.bounds}")
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise InputContractError(
+                f"contract bounds must be finite with lo < hi, got {self.bounds}")
         if self.n_classes < 2:
             raise InputContractError(f"a classifier needs n_classes >= 2, got {self.n_classes}")
 
@@ -77,6 +95,20 @@ class Target(ABC):
     queries: int = field(default=0, init=False)
     # transforms applied in front of the model (defenses); reported, and BPDA where needed
     transforms: tuple = field(default=(), init=False)
+
+    def __post_init__(self):
+        check_range("batch_size", self.batch_size, lo=1, kind=int)
+        if self.budget is not None:
+            check_range("budget", self.budget, lo=0, kind=int)
+        if not isinstance(self.contract, InputContract):
+            raise InvalidParameterError("contract", type(self.contract).__name__,
+                                        "an advkit InputContract")
+
+    @property
+    def model_name(self) -> str:
+        """What error messages call the model behind this target (its class name)."""
+        inner = getattr(self, "inner", None)
+        return inner.model_name if isinstance(inner, Target) else type(self).__name__
 
     # -- what subclasses provide -------------------------------------------------------------
     @property
@@ -232,12 +264,59 @@ def looks_like_probabilities(scores: torch.Tensor, atol: float = 1e-3) -> bool:
     return bool((s >= 0).all() and torch.allclose(s.sum(1), torch.ones_like(s[:, 0]), atol=atol))
 
 
-def check_output_shape(scores: torch.Tensor, n: int, n_classes: int) -> None:
+def check_output_shape(scores: torch.Tensor, n: int, n_classes: int, who: str = "model") -> None:
     if scores.dim() != 2 or scores.shape[0] != n or scores.shape[1] != n_classes:
-        raise InputContractError(
-            f"the model returned shape {tuple(scores.shape)} for {n} inputs but the contract "
+        raise ModelBehaviorError(
+            f"the {who} returned shape {tuple(scores.shape)} for {n} inputs but the contract "
             f"declares {n_classes} classes; expected ({n}, {n_classes})"
         )
+
+
+def check_scores(scores, n: int, n_classes: int, who: str = "model",
+                 x: torch.Tensor | None = None) -> torch.Tensor:
+    """Check what a model returned for ``n`` inputs: a floating tensor of shape (n, n_classes)
+    with finite values; raise ModelBehaviorError naming ``who`` otherwise (InputContractError
+    when the inputs ``x``, if given, were not finite in the first place)."""
+    if not isinstance(scores, torch.Tensor):
+        raise ModelBehaviorError(
+            f"the {who} returned a {type(scores).__name__}; expected a tensor of scores of shape "
+            f"({n}, {n_classes}) (a model returning a tuple or dict needs a wrapper module that "
+            "returns only the logits)")
+    if not scores.is_floating_point():
+        raise ModelBehaviorError(
+            f"the {who} returned {scores.dtype} scores; expected floating-point logits or "
+            "probabilities (labels are not scores: return the logits)")
+    check_output_shape(scores, n, n_classes, who)
+    finite = torch.isfinite(scores.detach())
+    if not bool(finite.all()):
+        i = int((~finite).any(1).nonzero()[0])
+        if x is not None and not bool(torch.isfinite(x[i].detach()).all()):
+            raise InputContractError(
+                f"input {i} passed to the {who} holds NaN or inf, so its scores do too; check "
+                "the inputs (or the attack that produced them)")
+        raise NonFiniteScoresError(
+            f"the {who} returned non-finite scores (NaN or inf) for input {i} of a valid batch; "
+            "the model is numerically broken (check its weights and any log/division inside)")
+    return scores
+
+
+def check_input_dependence(target: Target, x: torch.Tensor, *,
+                           generator: torch.Generator | None = None, rtol: float = 1e-6) -> None:
+    """Raise ModelBehaviorError when ``target`` answers the same scores for the inputs ``x`` and
+    for as many uniform random inputs within the bounds: a model that ignores its input, whose
+    robustness numbers would be meaningless."""
+    if x.shape[0] == 0:
+        raise InputContractError("no inputs to check the model on; pass at least one input")
+    lo, hi = target.contract.bounds
+    noise = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x.device, x.dtype)
+    with torch.no_grad():
+        s = target.predict_scores(torch.cat([x, lo + (hi - lo) * noise]), check=False)
+    if float((s - s[:1]).abs().max()) <= rtol * (1.0 + float(s.abs().max())):
+        raise ModelBehaviorError(
+            f"the model {target.model_name} returns the same scores {short(s[0].tolist(), 80)} "
+            f"for all {x.shape[0]} test inputs and {x.shape[0]} random inputs: it ignores its "
+            "input, so no attack can change its answers; check that the right model and weights "
+            "were loaded (and that its forward uses its input)")
 
 
 INF = math.inf

@@ -8,13 +8,14 @@ exact input gradients come from autograd with no numpy round trip.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from advkit.errors import InputContractError, InvalidParameterError
-from advkit.targets.base import Capabilities, Target
+from advkit.targets.base import Capabilities, Target, check_scores
 
 _LINEAR = (
     "LogisticRegression",
@@ -46,6 +47,7 @@ class SklearnTarget(Target):
     _b: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
+        super().__post_init__()
         est = self.estimator
         if est is None or not hasattr(est, "predict"):
             raise InvalidParameterError(
@@ -59,6 +61,13 @@ class SklearnTarget(Target):
             raise InputContractError(
                 f"the estimator's classes_ are {list(classes)[:12]} but the contract declares {k} classes "
                 f"0..{k - 1}; fix: fit on labels encoded as 0..n_classes-1"
+            )
+        n_in, d = getattr(est, "n_features_in_", None), math.prod(self.contract.shape)
+        if isinstance(n_in, int | np.integer) and int(n_in) != d:
+            raise InputContractError(
+                f"the estimator {type(est).__name__} was fitted on {int(n_in)} features but the "
+                f"contract's inputs {self.contract.shape} have {d}; fix: audit it with the data it "
+                "was trained on (same columns, same encoding)"
             )
         if _is_linear(est):
             w = torch.as_tensor(np.asarray(est.coef_, dtype=np.float64), dtype=torch.float32)
@@ -97,4 +106,9 @@ class SklearnTarget(Target):
         else:
             pred = torch.as_tensor(np.asarray(self.estimator.predict(xs)), dtype=torch.int64)
             out = torch.nn.functional.one_hot(pred, self.contract.n_classes).float()
+        check_scores(out, x.shape[0], self.contract.n_classes, f"estimator {self.model_name}")
         return out.to(x.device)
+
+    @property
+    def model_name(self) -> str:
+        return type(self.estimator).__name__

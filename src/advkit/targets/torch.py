@@ -8,8 +8,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from advkit.errors import AdvkitWarning, InputContractError, InvalidParameterError
-from advkit.targets.base import Capabilities, Target, check_output_shape, looks_like_probabilities
+from advkit.errors import (
+    AdvkitError,
+    AdvkitWarning,
+    InputContractError,
+    InvalidParameterError,
+    ModelBehaviorError,
+    short,
+)
+from advkit.targets.base import Capabilities, Target, check_scores, looks_like_probabilities
+
+# failures of the machine, not of the model: never reported as the model misbehaving
+_NOT_THE_MODEL = (AdvkitError, MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
 
 _MODE_SENSITIVE = (
     nn.modules.batchnorm._BatchNorm,
@@ -43,6 +53,7 @@ class TorchTarget(Target):
     _output_checked: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self):
+        super().__post_init__()
         if not isinstance(self.model, nn.Module):
             raise InvalidParameterError("model", type(self.model).__name__, "a torch.nn.Module")
         if self.output not in ("logits", "probabilities"):
@@ -80,28 +91,41 @@ class TorchTarget(Target):
         was_training = self.model.training
         if was_training:
             self.model.eval()
+        grad = torch.is_grad_enabled() and x.requires_grad
         try:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+            with torch.set_grad_enabled(grad):
                 out = self.model(xin)
+        except _NOT_THE_MODEL:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure inside the user's forward
+            raise ModelBehaviorError(
+                f"the model {self.model_name} raised {type(exc).__name__} on a valid batch of shape "
+                f"{tuple(xin.shape)}: {short(str(exc))}; fix its forward, or check that it takes "
+                f"inputs of shape (N, {', '.join(map(str, self.contract.shape))}) within "
+                f"{self.contract.bounds}"
+            ) from exc
         finally:
             if was_training:
                 self.model.train(True)
+        check_scores(out, x.shape[0], self.contract.n_classes, f"model {self.model_name}", x)
+        if grad and not out.requires_grad:
+            raise ModelBehaviorError(
+                f"the model {self.model_name} returned scores with no gradient path to its input (its "
+                "forward detaches, rounds or leaves the input out); gradient attacks cannot run: "
+                "use a black-box attack (square) or make the forward differentiable"
+            )
         if not self._output_checked:
             self._check_output(out, x.shape[0])
         if self.output == "probabilities":
             out = torch.log(out.clamp_min(1e-12))
         return out if out.device == x.device else out.to(x.device)
 
+    @property
+    def model_name(self) -> str:
+        """The model's class name, as error messages name it."""
+        return type(self.model).__name__
+
     def _check_output(self, out: torch.Tensor, n: int) -> None:
-        if not isinstance(out, torch.Tensor):
-            raise InputContractError(
-                f"the model returned {type(out).__name__}; expected a tensor of scores"
-            )
-        check_output_shape(out, n, self.contract.n_classes)
-        if not torch.isfinite(out).all():
-            raise InputContractError(
-                "the model returned non-finite scores (NaN or inf) on valid inputs"
-            )
         if self.output == "logits" and n > 1 and looks_like_probabilities(out):
             raise InputContractError(
                 "the model returns probabilities (rows are non-negative and sum to 1) where logits are "

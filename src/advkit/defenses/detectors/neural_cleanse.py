@@ -49,7 +49,13 @@ from advkit.defenses.detectors.fine_pruning import (
     resolve_model,
     zero_channels,
 )
-from advkit.errors import AdvkitWarning, InputContractError, InvalidParameterError, check_range
+from advkit.errors import (
+    AdvkitWarning,
+    InputContractError,
+    InvalidParameterError,
+    NonFiniteScoresError,
+    check_range,
+)
 from advkit.registry import register
 from advkit.targets.base import InputContract, Target
 from advkit.targets.torch import TorchTarget
@@ -199,7 +205,12 @@ class NeuralCleanse:
                 with torch.enable_grad():
                     m, p = self._squash(pm), lo + (hi - lo) * self._squash(pp)
                     xs = (1 - m).unsqueeze(1) * xb.unsqueeze(0) + (m * p).unsqueeze(1)
-                    logits = target.logits(xs.reshape(-1, c, h, w), check=False)
+                    try:
+                        logits = target.logits(xs.reshape(-1, c, h, w), check=False)
+                    except NonFiniteScoresError:  # diverged: every active class is reset
+                        bad[:] = True
+                        steps, rows = steps + 1, rows + xs.shape[0] * xs.shape[1]
+                        continue
                     tgt = a.repeat_interleave(len(idx))
                     ce = nn.functional.cross_entropy(logits, tgt, reduction="none").view(len(a), -1)
                     loss = ce.mean(1) + cost_t * m.flatten(1).sum(1)
