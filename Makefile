@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.advkit-installed
 # torch is pinned in the same pip command as everything that depends on it (see DEVELOPERS.md)
 TORCH  := torch==2.13.0
 
-.PHONY: install audit test test-slow bench bench-compare lint clean
+.PHONY: install audit test test-slow bench bench-compare bench-scanners lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench-compare: $(BENCH_STAMP)
 	mkdir -p advkit-report
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
 	$(BENCH_VENV)/bin/python benchmarks/compare_libraries.py --json advkit-report/bench-compare.json $(ARGS)
+
+bench-scanners: $(BENCH_STAMP)
+	mkdir -p advkit-report
+	$(BENCH_VENV)/bin/python benchmarks/compare_scanners.py --techniques --json advkit-report/compare-scanners.json $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,18 +1,16 @@
 """Hostile model files the pickle scan must refuse, and ordinary ones it must let through.
 
-Every hostile file is assembled here opcode by opcode (nothing binary is committed); its payload,
-if it ever ran, would only create a marker file in tmp_path, and each test checks that neither the
-scan nor ``load_model`` (with or without ``trust_pickle``) creates it.
+Every hostile file is assembled here opcode by opcode with advkit.testing.corpus's assembler
+(nothing binary is committed); its payload, if it ever ran, would only create a marker file in
+tmp_path, and each test checks that neither the scan nor ``load_model`` (with or without
+``trust_pickle``) creates it.
 """
 
 import gzip
 import io
 import pickle
-import struct
 import warnings
-import zipfile
 import zlib
-from dataclasses import dataclass
 
 import joblib
 import numpy as np
@@ -26,97 +24,25 @@ from advkit.models.pickle_lists import SKLEARN_ESTIMATORS
 from advkit.models.pickle_scan import CALLED_UNKNOWN, PickleScan, classify, scan_stream
 from advkit.models.scan import scan_model_file
 from advkit.models.zoo import build
+from advkit.testing.corpus import (
+    DT,
+    Call,
+    G,
+    enc,
+    hostile_calls,
+    invoke,
+    joblib_differentials,
+    joblib_wrapper,
+    npy_with_pickle,
+    pickle_of,
+    torch_zip,
+    zip_cases,
+)
 
-# --- a tiny pickle assembler ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class G:  # a global, written with GLOBAL or STACK_GLOBAL
-    module: str
-    name: str
-
-
-@dataclass(frozen=True)
-class Call:  # func(*args) by REDUCE
-    func: object
-    args: tuple
-
-
-@dataclass(frozen=True)
-class DT:  # numpy.dtype(code, False, True) with a BUILD of ``state``
-    code: str
-    state: tuple
-
-
-def _str(s: str) -> bytes:
-    b = s.encode()
-    return (b"\x8c" + bytes([len(b)]) if len(b) < 256 else b"X" + struct.pack("<I", len(b))) + b
-
-
-def _global(g: G, stack: bool) -> bytes:
-    if stack:
-        return _str(g.module) + _str(g.name) + b"\x93"
-    return f"c{g.module}\n{g.name}\n".encode()
-
-
-def enc(v, stack: bool = True) -> bytes:
-    """Opcodes that push the value ``v``."""
-    if v is None:
-        return b"N"
-    if v is True or v is False:
-        return b"\x88" if v else b"\x89"
-    if isinstance(v, int):
-        if -(1 << 31) <= v < 1 << 31:
-            return b"J" + struct.pack("<i", v)
-        raw = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
-        return b"\x8a" + bytes([len(raw)]) + raw
-    if isinstance(v, str):
-        return _str(v)
-    if isinstance(v, bytes):
-        return b"B" + struct.pack("<I", len(v)) + v
-    if isinstance(v, tuple):
-        return b"(" + b"".join(enc(x, stack) for x in v) + b"t"
-    if isinstance(v, list):
-        return b"](" + b"".join(enc(x, stack) for x in v) + b"e"
-    if isinstance(v, dict):
-        return b"}(" + b"".join(enc(k, stack) + enc(x, stack) for k, x in v.items()) + b"u"
-    if isinstance(v, G):
-        return _global(v, stack)
-    if isinstance(v, Call):
-        return enc(v.func, stack) + enc(v.args, stack) + b"R"
-    if isinstance(v, DT):
-        return enc(Call(G("numpy", "dtype"), (v.code, False, True))) + enc(v.state) + b"b"
-    raise TypeError(v)
-
-
-def invoke(func: G, args: tuple, form: str) -> bytes:
-    """Opcodes that call (or create) ``func`` with ``args`` in one of the ways pickle can."""
-    a = b"".join(enc(x) for x in args)
-    if form == "reduce-global":
-        return _global(func, False) + enc(args) + b"R"
-    if form == "reduce-stack":
-        return _global(func, True) + enc(args) + b"R"
-    if form == "reduce-build":
-        return _global(func, True) + enc(args) + b"R" + enc({"x": 1}) + b"b"
-    if form == "inst":
-        return b"(" + a + f"i{func.module}\n{func.name}\n".encode()
-    if form == "obj":
-        return b"(" + _global(func, True) + a + b"o"
-    if form == "newobj":
-        return _global(func, True) + enc(args) + b"\x81"
-    raise ValueError(form)
-
-
-def _pickle(body: bytes) -> bytes:
-    return b"\x80\x04" + body + b"."
-
-
-def _npy_with_pickle(inner: bytes) -> bytes:
-    """An .npy file of an object array: numpy.load(allow_pickle=True) unpickles ``inner``."""
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False,
-                                               "shape": (1,)})
-    return buf.getvalue() + inner
+_pickle = pickle_of
+_npy_with_pickle = npy_with_pickle
+_torch_zip = torch_zip
+_wrapper = joblib_wrapper
 
 
 def _assert_refused(path, marker, *names):
@@ -135,37 +61,7 @@ def _assert_refused(path, marker, *names):
 
 
 def _hostile_calls(tmp_path) -> dict[str, tuple[G, tuple]]:
-    m = str(tmp_path / "marker")
-    handler = Call(G("logging", "FileHandler"), (m,))  # creates the marker when it runs
-    inner = _pickle(enc(handler))
-    bio = lambda data: Call(G("_io", "BytesIO"), (data,))  # noqa: E731
-    src = tmp_path / "src.bin"  # written by the test
-    env = "torch.utils.collect_env"
-    return {
-        "uuid": (G("uuid", "_get_command_stdout"), ("touch", m)),
-        "osx_support": (G("_osx_support", "_read_output"), (f"touch {m}",)),
-        "collect_env.run": (G(env, "run"), (f"touch {m}",)),
-        "collect_env.read_all": (G(env, "run_and_read_all"), (G(env, "run"), f"touch {m}")),
-        "loky": (G("joblib.externals.loky.backend.fork_exec", "fork_exec"), (["touch", m], [])),
-        "test.support": (G("test.support.os_helper", "create_empty_file"), (m,)),
-        "FileHandler": (G("logging", "FileHandler"), (m,)),
-        "dictConfig": (G("logging.config", "dictConfig"), ({"version": 1, "handlers": {"h": {
-            "class": "logging.FileHandler", "filename": m}}},)),
-        "gzip.open": (G("gzip", "open"), (m, "wb")),
-        "wave.open": (G("wave", "open"), (m, "wb")),
-        "open_memmap": (G("numpy.lib.format", "open_memmap"), (m, "w+", "f8", (2,))),
-        "memmap": (G("numpy._core.memmap", "memmap"), (m, "float64", "w+", 0, (2,))),
-        "joblib.dump": (G("joblib", "dump"), (1, m)),
-        "sklearn joblib.dump": (G("sklearn.utils._joblib", "dump"), (1, m)),
-        "read_array": (G("numpy.lib.format", "read_array"), (bio(_npy_with_pickle(inner)), True)),
-        "npyio.load": (G("numpy.lib._npyio_impl", "load"), (bio(_npy_with_pickle(inner)), None,
-                                                           True)),
-        "joblib._unpickle": (G("joblib.numpy_pickle", "_unpickle"), (bio(inner), True)),
-        "pickle_compat": (G("pandas.compat.pickle_compat", "loads"), (inner,)),
-        "model_zoo": (G("torch.utils.model_zoo", "load_url"), (f"file://{src}", m)),
-        "Parallel": (G("sklearn.utils.parallel", "Parallel"), (1,)),
-        "fetch_openml": (G("sklearn.datasets", "fetch_openml"), ("x", 1, m)),
-    }
+    return hostile_calls(tmp_path / "marker")
 
 
 _FORMS = ["reduce-global", "reduce-stack", "reduce-build", "inst", "obj", "newobj"]
@@ -277,11 +173,6 @@ def _wrapper_state(dtype, shape, align=None) -> dict:
     return state
 
 
-def _wrapper(dtype, shape, align=None) -> bytes:
-    """A wrapper as joblib writes it: NEWOBJ, then BUILD of its attributes."""
-    return enc(_WRAPPER) + b")\x81" + enc(_wrapper_state(dtype, shape, align)) + b"b"
-
-
 def _gzip_open(tmp_path) -> bytes:
     return enc(Call(G("gzip", "open"), (str(tmp_path / "marker"), "wb")))
 
@@ -295,26 +186,7 @@ class _GzipPayload:
 
 
 def _joblib_cases(tmp_path) -> dict[str, bytes]:
-    pay = _gzip_open(tmp_path)
-    # itemsize lie: the state says 1 byte per item, numpy keeps 8: a scan that believed the state
-    # would skip 8 bytes and read the payload as the BINBYTES that starts at byte 8
-    data = b"\x00" * 8 + b"B" + struct.pack("<I", 64 - 13 + len(pay)) + b"\x00" * (64 - 13)
-    lie = _wrapper(DT("f8", (3, "<", None, None, None, 1, 1, 0)), (8,)) + data + pay + b"0"
-    # a float64 whose flags say it holds objects: joblib reads a nested pickle, not 8 raw bytes
-    flagged = _wrapper(DT("f8", (3, "<", None, None, None, -1, -1, 63)), (1,)) + _pickle(pay)
-    # a wrapper made by copyreg._reconstructor, with array data that starts with STOP
-    recon = enc(Call(G("copyreg", "_reconstructor"), (_WRAPPER, G("builtins", "object"), None)))
-    recon += enc(_wrapper_state(DT("u1", _F8[:1] + ("|",) + _F8[2:]), (4,))) + b"b"
-    recon += b".\x00\x00\x00" + pay + b"0"
-    # the wrapper's BUILD inside a frame that goes on: joblib reads the array after the frame
-    # and then the rest of the frame (the payload); a sequential reader sees it the other way
-    rest = pay + b"0"
-    rest += b"N0" if len(rest) % 2 else b""
-    head = _wrapper(DT("u1", (3, "|", None, None, None, -1, -1, 0)), (128,))
-    framed = (b"\x95" + struct.pack("<Q", len(head) + len(rest)) + head + rest
-              + b"\x00" * (128 - len(rest)) + b"N0" * (len(rest) // 2))
-    return {"itemsize-lie": lie, "hasobject-flag": flagged, "reconstructor-stop": recon,
-            "frame": framed}
+    return joblib_differentials(tmp_path / "marker")
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -459,48 +331,8 @@ def test_ndarraywrapper_with_a_sidecar_is_refused(tmp_path, where):
 # --- zip archives the scan cannot read must be refused, never crash -----------------------------
 
 
-def _torch_zip(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), zipfile.ZipFile(buf, "w") as zf:
-        warnings.simplefilter("ignore")  # duplicate names
-        for name, data in members:
-            zf.writestr(zipfile.ZipInfo(name), data)
-    return buf.getvalue()
-
-
-def _patch_member(blob: bytes, name: str, *, method: int | None = None, flag: int = 0) -> bytes:
-    """Set the compression method or OR a flag into ``name``'s local and central headers."""
-    out = bytearray(blob)
-    for sig, flag_at, method_at, name_len_at, head in ((b"PK\x03\x04", 6, 8, 26, 30),
-                                                       (b"PK\x01\x02", 8, 10, 28, 46)):
-        i = out.find(sig)
-        while i >= 0:
-            n = struct.unpack_from("<H", out, i + name_len_at)[0]
-            if bytes(out[i + head:i + head + n]) == name.encode():
-                struct.pack_into("<H", out, i + flag_at,
-                                 struct.unpack_from("<H", out, i + flag_at)[0] | flag)
-                if method is not None:
-                    struct.pack_into("<H", out, i + method_at, method)
-            i = out.find(sig, i + 4)
-    return bytes(out)
-
-
 def _zip_cases(tmp_path) -> dict[str, bytes]:
-    ok = pickle.dumps({"w": "aaaa"}, protocol=2)
-    payload = _pickle(_gzip_open(tmp_path))
-    base = [("archive/data.pkl", ok + b"\x00" * 20000), ("archive/version", b"3\n")]
-    good = _torch_zip(base)
-    i = good.find(b"aaaa")
-    return {
-        "encrypted": _patch_member(good, "archive/data.pkl", flag=0x1),
-        "unknown-method": _patch_member(good, "archive/data.pkl", method=99),
-        "bad-crc": good[:i] + b"aaab" + good[i + 4:],
-        "duplicate": _torch_zip([("archive/data.pkl", ok), ("archive/data.pkl", payload)]),
-        "traversal": _torch_zip(base + [("../evil.pkl", ok)]),
-        "absolute": _torch_zip(base + [("/tmp/evil.pkl", ok)]),
-        "encrypted-data": _patch_member(_torch_zip(base + [("archive/data/0", b"\x00" * 8)]),
-                                        "archive/data/0", flag=0x1),
-    }
+    return zip_cases(tmp_path / "marker")
 
 
 @pytest.mark.parametrize("case", ["encrypted", "unknown-method", "bad-crc", "duplicate",

@@ -1,9 +1,10 @@
 """TorchScript archives are code: hostile ones are refused before torch.jit.load can run them.
 
-Every hostile archive here is built in the test (scripted, or a benign archive rewritten with
-zipfile) and carries a payload aimed at a marker file under tmp_path: the tests check the scan's
-verdict, that load_model refuses it with and without trust_pickle, and that the marker never
-appeared. test_the_payloads_are_real shows that, unscanned, torch.jit.load does run them.
+Every hostile archive here is built in the test (scripted from advkit.testing.corpus's modules,
+or a benign archive rewritten with zipfile) and carries a payload aimed at a marker file under
+tmp_path: the tests check the scan's verdict, that load_model refuses it with and without
+trust_pickle, and that the marker never appeared. test_the_payloads_are_real shows that,
+unscanned, torch.jit.load does run them.
 """
 
 import zipfile
@@ -17,6 +18,16 @@ from advkit.cli.main import run
 from advkit.errors import AdvkitWarning, InputContractError, UnsafeModelError
 from advkit.models import build, load_model, scan_model_file
 from advkit.models.torchscript_scan import ALLOWED_OPS, scan_torchscript
+from advkit.testing.corpus import (
+    FromFileInForward,
+    FromFileInHelper,
+    FromFileInSetstate,
+    SavesInForward,
+    TorchScriptBase,
+    code_edits,
+    edit_code,
+    rewrite_archive,
+)
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")]
@@ -24,70 +35,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:Depreca
 
 
 # --- hostile modules (scriptable: TorchScript compiles the payload into the archive) -----------
-
-class FromFileInForward(nn.Module):
-    """forward maps the marker path writable and writes into it."""
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path, self.lin = path, nn.Linear(4, 4)
-
-    def forward(self, x):
-        t = torch.from_file(self.path, shared=True, size=4, dtype=torch.uint8)
-        t.copy_(torch.tensor([80, 87, 78, 68], dtype=torch.uint8))  # b"PWND"
-        return self.lin(x) + t.sum().float() * 0
-
-
-class FromFileInSetstate(nn.Module):
-    """__setstate__, which torch.jit.load runs while unpickling, writes the marker."""
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path, self.w, self.buf = path, nn.Parameter(torch.eye(4)), torch.zeros(4)
-
-    @torch.jit.export
-    def __getstate__(self):
-        return (self.path, self.w, self.training)
-
-    @torch.jit.export
-    def __setstate__(self, state: tuple[str, torch.Tensor, bool]):
-        self.path, self.w, self.training = state[0], state[1], state[2]
-        t = torch.from_file(self.path, shared=True, size=4, dtype=torch.uint8)
-        t.copy_(torch.tensor([80, 87, 78, 68], dtype=torch.uint8))  # b"PWND"
-        self.buf = t.float()  # keeps the write alive through TorchScript's dead-code elimination
-
-    def forward(self, x):
-        return x @ self.w
-
-
-def _write_through_file(path: str) -> torch.Tensor:
-    t = torch.from_file(path, shared=True, size=4, dtype=torch.uint8)
-    t.copy_(torch.tensor([80, 87, 78, 68], dtype=torch.uint8))  # b"PWND"
-    return t
-
-
-class FromFileInHelper(nn.Module):
-    """The payload sits in a plain function that forward calls."""
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path, self.lin = path, nn.Linear(4, 4)
-
-    def forward(self, x):
-        return self.lin(x) + _write_through_file(self.path).sum().float() * 0
-
-
-class SavesInForward(nn.Module):
-    """forward writes a file with torch.save."""
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path, self.lin = path, nn.Linear(4, 4)
-
-    def forward(self, x):
-        torch.save(x, self.path)
-        return self.lin(x)
-
 
 def _script(module: nn.Module, path) -> None:
     torch.jit.save(torch.jit.script(module), str(path))
@@ -158,72 +105,14 @@ def test_cli_scan_prints_dangerous_with_the_operator(tmp_path, capsys):
 
 # --- hand-edited archives: a benign archive whose code or members are rewritten -----------------
 
-class Base(nn.Module):
-    def __init__(self, path: str):
-        super().__init__()
-        self.path, self.lin = path, nn.Linear(4, 4)
-
-    def forward(self, x):
-        return self.lin(x)
-
-
-_USE_T = ("    t0 = (t).fill_(65)\n    return torch.add((lin).forward(x, ), torch.sum(t0))\n")
-CODE_EDITS = {  # case: (lines replacing ``return (lin).forward(x, )``, refused key, reason words)
-    "ops.aten spelling": ("    t = ops.aten.from_file(self.path, True, 4)\n" + _USE_T,
-                          "aten::from_file", ("Base.forward",)),
-    "torch.ops spelling": ("    t = torch.ops.aten.from_file(self.path, True, 4)\n" + _USE_T,
-                           "aten::from_file", ()),
-    "alias": ("    f = torch.from_file\n    t = f(self.path, True, 4)\n" + _USE_T,
-              "aten::from_file", ()),
-    "getattr": ('    t = getattr(torch, "from_file")(self.path, True, 4)\n' + _USE_T,
-                "aten::from_file", ()),
-    "off-list op": ("    return torch.logcumsumexp((lin).forward(x, ), 1)\n",
-                    "aten::logcumsumexp", ("not on the allow-list",)),
-    "off-list method": ("    return ((lin).forward(x, )).logcumsumexp(1)\n",
-                        "aten::logcumsumexp", ("not on the allow-list",)),
-    "custom op": ("    return ops.myns.evil((lin).forward(x, ))\n", "myns::evil", ("custom operator",)),
-    "torch.ops custom op": ("    return torch.ops.myns.evil(x)\n", "myns::evil", ()),
-    "custom op via getattr": ('    return getattr(getattr(ops, "myns"), "evil")(x)\n',
-                              "myns::evil", ()),
-    "custom class": ("    c = annotate(__torch__.torch.classes.myns.Evil, uninitialized(Tensor))\n"
-                     "    return (lin).forward(x, )\n", "__torch__.torch.classes.myns.Evil",
-                     ("custom class",)),
-    "custom class as a string": ('    c = annotate("torch.classes.myns.Evil", None)\n'
-                                 "    return (lin).forward(x, )\n", "torch.classes.myns.Evil",
-                                 ("custom class",)),
-    "undefined class": ("    return __torch__.evil.Payload.run(x)\n", "__torch__.evil.Payload.run",
-                        ("does not define",)),
-    "import": ('    import os\n    os.system("touch marker")\n    return (lin).forward(x, )\n',
-               "import", ("syntax",)),
-    "undeclared attribute": ("    return (lin).forward(self.secret, )\n", ".secret",
-                             ("does not declare",)),
-    "declared name as a tensor method": (  # Base is edited to declare ``cummax : int`` too
-        "    return (lin).forward(x, ).cummax(1)[0]\n", "aten::cummax", ("not on the allow-list",)),
-}
-
-
-def _rewrite(src, dst, *, code=None, drop_code=False, extra=None) -> None:
-    """Copy the archive ``src`` to ``dst``, passing the text of the member holding ``class Base``
-    through ``code``, leaving out the code/ members, or adding ``extra`` {name: bytes}."""
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            if "/code/" in info.filename and drop_code:
-                continue
-            if code and info.filename.endswith(".py") and b"class Base(" in data:
-                edited = code(data.decode())
-                assert edited != data.decode()
-                data = edited.encode()
-            zout.writestr(info, data)
-        for name, data in (extra or {}).items():
-            zout.writestr(name, data)
+CODE_EDITS = code_edits()
 
 
 @pytest.fixture
 def base(tmp_path):
     """A benign archive whose module holds the marker path, and that marker."""
     marker = tmp_path / "marker"
-    _script(Base(str(marker)), tmp_path / "base.pt")
+    _script(TorchScriptBase(str(marker)), tmp_path / "base.pt")
     assert scan_model_file(tmp_path / "base.pt").verdict == "safe"
     return tmp_path / "base.pt", marker
 
@@ -231,8 +120,7 @@ def base(tmp_path):
 @pytest.mark.parametrize("case", CODE_EDITS)
 def test_edited_code_is_refused(tmp_path, base, case):
     lines, key, words = CODE_EDITS[case]
-    _rewrite(base[0], tmp_path / "edited.pt", code=lambda text: text.replace(
-        "    return (lin).forward(x, )\n", lines).replace("  path : str\n", "  path : str\n  cummax : int\n"))
+    rewrite_archive(base[0], tmp_path / "edited.pt", code=lambda text: edit_code(text, lines))
     _assert_refused(tmp_path / "edited.pt", base[1], key, *words)
 
 
@@ -251,7 +139,7 @@ def test_edited_archive_structure_is_refused(tmp_path, base):
     }
     for name, (edit, key, words) in cases.items():
         dst = tmp_path / f"{name}.pt"
-        _rewrite(src, dst, **edit)
+        rewrite_archive(src, dst, **edit)
         key = key or next(k for k in scan_model_file(dst).dangerous if k.endswith(".py"))
         _assert_refused(dst, marker, key, words)
 

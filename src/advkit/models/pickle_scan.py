@@ -151,6 +151,32 @@ def scan_stream(stream, scan: PickleScan, where: str, *, joblib: bool = True) ->
             return
 
 
+_MAX_TRAILING_PICKLES = 16
+
+
+def scan_trailing(stream, scan: PickleScan, where: str) -> None:
+    """Whatever follows the pickle of a plain or compressed pickle file (not a legacy torch.save
+    file, whose tensor data follows its pickles). pickle.load and joblib.load read one pickle and
+    stop, but pickle.dump writes nothing after it, and a loader that reads on (pickle.load in a
+    loop) runs what follows: a second pickle concatenated to a benign one hides a payload from a
+    scanner that stops at the first STOP (modelscan issue #263). Further pickles are scanned; any
+    other bytes make the scan incomplete."""
+    if not scan.complete or scan.torch_legacy:
+        return
+    for _ in range(_MAX_TRAILING_PICKLES):
+        if not stream.peek(1)[:1]:
+            return
+        try:
+            Machine(stream, scan, 0, joblib=False).run()
+        except Exception as exc:  # noqa: BLE001 - bytes that are not a pickle
+            scan.fail(f"{where} (after its pickle)", f"data after the end of the pickle that is "
+                      f"not a pickle ({exc}): a file pickle.dump did not write as it is")
+            return
+        scan.n_pickles += 1
+    if stream.peek(1)[:1]:
+        scan.fail(where, f"more than {_MAX_TRAILING_PICKLES} pickles one after another")
+
+
 def _escapes(name: str) -> bool:
     parts = name.replace("\\", "/").split("/")
     return name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from advkit.errors import InvalidParameterError
-from advkit.models.pickle_scan import PickleScan, _scan_zip, classify, scan_stream
+from advkit.models.pickle_scan import (
+    PickleScan,
+    _scan_zip,
+    classify,
+    scan_stream,
+    scan_trailing,
+)
 from advkit.models.safetensors_scan import (
     config_problem,
     looks_like_safetensors,
@@ -216,6 +222,7 @@ def _scan_file(p: Path) -> ScanResult:
                 is_pickle = False
             if is_pickle:
                 scan_stream(stream, scan, f"{p.name} ({comp})")
+                scan_trailing(stream, scan, f"{p.name} ({comp})")
                 fmt = "joblib"
     elif head[:1] == b"\x80" or p.suffix.lower() in _PICKLE_EXTENSIONS:
         fmt = _scan_pickle(p, scan)
@@ -246,6 +253,7 @@ def _scan_file(p: Path) -> ScanResult:
 def _scan_pickle(p: Path, scan: PickleScan) -> str:
     with open(p, "rb") as stream:
         scan_stream(stream, scan, p.name)
+        scan_trailing(stream, scan, p.name)
     if scan.torch_legacy and tarfile.is_tarfile(p):  # torch.load would read it as a tar
         scan.fail(p.name, "also a tar archive (torch's legacy tar format), which the scan "
                           "does not cover")
