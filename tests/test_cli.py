@@ -72,14 +72,15 @@ def test_audit_spec_writes_report_resumes_and_gates(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
     first = {s["id"]: s["metrics"]["robust_accuracy"]["k"] for s in doc["scenarios"]}
-    assert len(first) == 4
+    assert len(first) == 6  # 4 attack scenarios + the worst case at eps 0 and 0.1
+    assert sum(s["kind"] == "worst_case" for s in doc["scenarios"]) == 2
     # a second run resumes every scenario from the store and reports the same numbers
     assert run(["audit", str(spec), "--out", str(out), "--fail-under", "clean_accuracy=0.5"]) == 0
     doc2 = json.loads((out / "report.json").read_text())
     assert {s["id"]: s["metrics"]["robust_accuracy"]["k"] for s in doc2["scenarios"]} == first
     # a missed threshold exits 1 and says which
     assert (
-        run(["audit", str(spec), "--out", str(out), "--fail-under", "robust_accuracy@0.1=1.01"])
+        run(["audit", str(spec), "--out", str(out), "--fail-under", "robust_accuracy@0.1=1.0"])
         == 1
     )
     assert "robust_accuracy@0.1" in capsys.readouterr().err

@@ -162,8 +162,8 @@ CLI_ARGS = {
     "cli-seed-2**70": (["--seed", str(2**70)], "2**63"),
     "cli-seed-negative": (["--seed", "-1"], "2**63"),
     "cli-seed-not-int": (["--seed", "\x1b[2Jx"], "valid integer"),
-    "cli-fail-under-nan": (["--fail-under", "clean_accuracy=nan"], "METRIC=VALUE"),
-    "cli-fail-under-no-value": (["--fail-under", "clean_accuracy"], "METRIC=VALUE"),
+    "cli-fail-under-nan": (["--fail-under", "clean_accuracy=nan"], "]=VALUE"),
+    "cli-fail-under-no-value": (["--fail-under", "clean_accuracy"], "]=VALUE"),
     "cli-unknown-preset": (["--preset", "\x1b]0;pwned\x07"], "unknown preset"),
 }
 

@@ -240,7 +240,8 @@ def test_fmt_number_significant_digits():
 def test_empty_report_renders():
     empty = Report(manifest={}, model={}, dataset={})
     html = render_html(empty)
-    assert "NO PROBLEMS FOUND" in html and 'id="summary"' not in html and "<img" not in html
+    assert "NOT ASSESSED" in html and "NO CHECK FAILED" in html and "badge passed" not in html
+    assert 'id="summary"' not in html and "<img" not in html
     md = render_markdown(empty)
-    assert "no problems found" in md and "## Scenarios" not in md
+    assert "NOT ASSESSED" in md and "no check failed" in md and "## Scenarios" not in md
     assert json.loads(to_json(empty))["scenarios"] == []

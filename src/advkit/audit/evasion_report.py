@@ -13,13 +13,24 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from advkit.audit.report import Image, Plot, Report, Section, Series, Table
+from advkit.audit.report import Image, Plot, Report, ScenarioResult, Section, Series, Table
 from advkit.evaluation import checks
 from advkit.evaluation.metrics import proportion
+from advkit.evaluation.worst_case import broken_within, group_scenarios, worst_case_points
 
 
 def _norm(s) -> str:
+    """The norm a scenario is measured in: a minimum-norm attack's distance norm (cw-l2 is L2
+    whatever the spec's norm field says), else the scenario's norm."""
+    if s.per_sample.get("minimum_norm"):
+        return distance_norm(s)
     return s.params.get("norm", "Linf")
+
+
+def distance_norm(s) -> str:
+    from advkit.audit.plan import attack_norm
+
+    return s.per_sample.get("distance_norm") or attack_norm(s.attack, s.params)
 
 
 def curves(report: Report) -> dict[tuple[str, str], list]:
@@ -40,10 +51,28 @@ def minimum_norm_scenarios(report: Report) -> list:
 def derived_curve(s, eps_grid: list[float], y: torch.Tensor, clean_pred: torch.Tensor) -> list:
     """Robust accuracy at each eps implied by a minimum-norm attack's per-point norms: a point is
     broken at eps when the attack fooled it with a perturbation of norm <= eps."""
-    dist = torch.tensor(s.per_sample["distance"])
     correct = clean_pred == y
     fooled = correct & (torch.tensor(s.per_sample["adv_pred"]) != y)
-    return [proportion(correct & ~(fooled & (dist <= e + 1e-9))) for e in eps_grid]
+    return [proportion(correct & ~broken_within(s.per_sample["distance"], fooled, e))
+            for e in eps_grid]
+
+
+def add_worst_case(report: Report, y, clean_pred, extra_eps=None) -> list[ScenarioResult]:
+    """Append one ``worst_case`` scenario per (norm, eps) where the worst case over attacks was
+    measured (``advkit.evaluation.worst_case``); returns them."""
+    budgeted, minimum_norm = group_scenarios(report.scenarios, distance_norm)
+    out = []
+    for pt in worst_case_points(budgeted, minimum_norm, y, clean_pred, extra_eps=extra_eps):
+        out.append(ScenarioResult(
+            id=f"worst-case/{pt.norm}/eps={pt.eps:g}", kind="worst_case", attack="worst case",
+            params={"norm": pt.norm, "attacks": pt.attacks,
+                    "minimum_norm_only": pt.minimum_norm_only, "requested": pt.requested},
+            metrics={"eps": pt.eps, "clean_accuracy": proportion(pt.correct),
+                     "robust_accuracy": proportion(pt.robust),
+                     "attack_success_rate": proportion(~pt.robust, within=pt.correct)},
+            seconds=0.0, per_sample={"robust": pt.robust.tolist()}))
+    report.scenarios.extend(out)
+    return out
 
 
 def curve_plots(report: Report, y: torch.Tensor, clean_pred: torch.Tensor) -> list[Plot]:
@@ -52,7 +81,7 @@ def curve_plots(report: Report, y: torch.Tensor, clean_pred: torch.Tensor) -> li
     grids: dict[str, set] = defaultdict(set)
     for (attack, norm), scs in groups.items():
         ra = [s.metrics["robust_accuracy"] for s in scs]
-        label = "worst case (ensemble)" if attack == "ensemble" else attack
+        label = "ensemble (cascade)" if attack == "ensemble" else attack
         by_norm[norm].append(
             Series(
                 label=label,
@@ -82,6 +111,13 @@ def curve_plots(report: Report, y: torch.Tensor, clean_pred: torch.Tensor) -> li
                 hi=[p.hi for p in ra],
             )
         )
+    for norm in list(by_norm):  # the per-point worst case, only where it was measured
+        pts = [s for s in report.scenarios if s.kind == "worst_case" and s.params["norm"] == norm]
+        if pts:
+            ra = [s.metrics["robust_accuracy"] for s in pts]
+            by_norm[norm].append(Series(label="worst case (all attacks)",
+                                        x=[s.metrics["eps"] for s in pts], y=[p.value for p in ra],
+                                        lo=[p.lo for p in ra], hi=[p.hi for p in ra]))
     return [
         Plot(
             title=f"Robust accuracy against {norm} eps (95 % Wilson bands)",
@@ -255,9 +291,17 @@ def add_evasion_sections(
     info,
     unbounded: bool = True,
     generator: torch.Generator | None = None,
+    rules=None,
+    extra_eps: dict[str, set[float]] | None = None,
 ) -> None:
-    """Curves, distributions, images, the example grid and the validity checks (``unbounded``
-    adds one PGD run whose ball covers the whole input range)."""
+    """The per-point worst case at each measured budget (``worst_case`` scenarios), curves,
+    distributions, images, the example grid, the validity checks (``unbounded`` adds one PGD run
+    whose ball covers the whole input range) and the evasion verdict (``rules``: the spec's
+    ``verdicts.evasion``; ``extra_eps[norm]``: budgets asked for by thresholds or the rules)."""
+    from advkit.audit.verdicts import evasion_verdict
+
+    n_findings = len(report.findings)
+    points = add_worst_case(report, y, clean_pred, extra_eps)
     plots = curve_plots(report, y, clean_pred)
     for extra_plot in (norm_distribution(report, y, clean_pred), query_plot(report)):
         if extra_plot is not None:
@@ -267,10 +311,12 @@ def add_evasion_sections(
         Section(
             title="Accuracy under attack",
             text="Robust accuracy = points still correctly classified after the attack / all N evaluated "
-            "points (AutoAttack's convention); eps = 0 is clean accuracy. The worst case counts a point "
-            "robust only if it survives every attack of the cascade. Minimum-norm attacks run once; "
-            "their curve counts a point broken at eps when the norm they needed is at most eps. "
-            "Bands are 95 % Wilson intervals.",
+            "points (AutoAttack's convention); eps = 0 is clean accuracy. The worst case (all attacks) "
+            "counts a point robust at eps only if it survives every attack run at that eps, "
+            "minimum-norm attacks included; it is drawn only at the eps values where it was "
+            "measured. The ensemble counts a point robust only if it survives every attack of its "
+            "cascade. Minimum-norm attacks run once; their curve counts a point broken at eps when "
+            "the norm they needed is at most eps. Bands are 95 % Wilson intervals.",
             plots=plots,
             tables=[table] if table else [],
         )
@@ -304,3 +350,9 @@ def add_evasion_sections(
                 generator=generator,
             )
         )
+    if unbounded and not target.capabilities.gradients and by_norm:
+        report.findings.append(checks.skipped(
+            "not_zero_at_unbounded", "the target offers no gradients, so the unbounded PGD "
+            "check could not run"))
+    report.verdicts.append(evasion_verdict(points, report.findings[n_findings:], rules,
+                                           requested=extra_eps))

@@ -48,6 +48,9 @@ def make_plan(spec: AuditSpec) -> list[Scenario]:
 
     for a in spec.attacks:
         norm = LpBall(norm=a.norm, eps=0).label  # validates and canonicalises: Linf / L2 / L1
+        if not _has_field(a.name, "norm") and getattr(registry.get(a.name).cls, "minimum_norm",
+                                                      False):
+            norm = attack_norm(a.name, a.params)  # cw-l2 is L2, jsma L0, whatever the spec says
         if not _has_field(a.name, "eps"):
             add(Scenario(f"{a.name}/{norm}", a.name, norm, None, dict(a.params)))
             continue
@@ -72,3 +75,62 @@ def check_budgets(plan: list[Scenario], info) -> None:
             check_eps(sc.eps, sc.norm.lower(), info.bounds, info.shape)
         except InvalidParameterError as exc:
             raise AuditSpecError(f"scenario {sc.id} on the data {info.name!r}: {exc}") from None
+
+
+def norm_label(norm) -> str:
+    """Canonical norm label: Linf / L2 / L1 (L0 for attacks that count changed features)."""
+    if isinstance(norm, int | float) and not isinstance(norm, bool) and norm == 0:
+        return "L0"
+    if isinstance(norm, str) and norm.lower() in ("0", "l0"):
+        return "L0"
+    return LpBall(norm=norm, eps=0).label
+
+
+def attack_norm(name: str, params: dict[str, Any]) -> str:
+    """The norm an attack measures its perturbations in (a minimum-norm attack's distances), from
+    its registry entry and the scenario's parameters."""
+    init = {f.name for f in dataclasses.fields(registry.get(name).cls) if f.init}
+    kw = {k: v for k, v in params.items() if k in init}
+    return norm_label(registry.create(name, **kw).norm_p)
+
+
+@dataclass
+class Budgets:
+    """What a plan measures per norm: the eps of its budgeted scenarios (attacks and ensemble) and
+    the minimum-norm attacks (which answer any eps of their norm through their per-point norms)."""
+
+    eps: dict[str, set[float]] = field(default_factory=dict)
+    minimum_norm: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def norms(self) -> list[str]:
+        return sorted(set(self.eps) | set(self.minimum_norm))
+
+    def answers(self, norm: str, eps: float) -> bool:
+        """A norm answers eps when a budgeted scenario ran at eps; with no budgeted scenario in
+        that norm, when a minimum-norm attack ran in it."""
+        measured = self.eps.get(norm)
+        if measured:
+            return any(abs(e - eps) <= 1e-9 * max(1.0, abs(eps)) for e in measured)
+        return bool(self.minimum_norm.get(norm))
+
+    def describe(self) -> str:
+        parts = []
+        for norm in self.norms:
+            if self.eps.get(norm):
+                parts.append(f"{norm}: eps " + ", ".join(f"{e:g}" for e in sorted(self.eps[norm])))
+            else:
+                parts.append(f"{norm}: any eps (minimum-norm attacks "
+                             f"{', '.join(self.minimum_norm[norm])})")
+        return "; ".join(parts) or "no budgeted or minimum-norm attack"
+
+
+def plan_budgets(plan: list[Scenario]) -> Budgets:
+    out = Budgets()
+    for sc in plan:
+        if sc.eps is not None:
+            out.eps.setdefault(sc.norm, set()).add(float(sc.eps))
+        elif sc.kind == "attack" and getattr(registry.get(sc.attack).cls, "minimum_norm", False):
+            norm = attack_norm(sc.attack, sc.attack_params())
+            out.minimum_norm.setdefault(norm, []).append(sc.attack)
+    return out

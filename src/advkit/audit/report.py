@@ -13,7 +13,7 @@ import numpy as np
 
 from advkit.evaluation.metrics import Proportion
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: verdicts, Finding.skipped, worst_case scenarios
 SEVERITIES = ("info", "warning", "critical")
 
 
@@ -31,6 +31,33 @@ class Finding:
     threat: str = "evasion"
     scenario: str | None = None
     passed: bool = False  # True: the check ran and found nothing wrong
+    skipped: bool = False  # True: the check could not run (then passed is False too)
+
+    @property
+    def status(self) -> str:
+        """passed | skipped | failed."""
+        return "skipped" if self.skipped else "passed" if self.passed else "failed"
+
+
+VERDICT_STATUSES = ("vulnerable", "inconclusive", "robust", "not assessed")
+
+
+@dataclass
+class Verdict:
+    """The headline judgement of one threat: how exposed the model is, in raw numbers.
+
+    ``status`` is one of ``VERDICT_STATUSES``: "vulnerable" (an attack broke the model beyond the
+    rule), "robust" (robust at the tested budgets), "inconclusive" (the numbers say robust but an
+    evaluation check failed, so they may overstate robustness) or "not assessed". ``figures`` holds
+    one dict per measured budget (norm, eps, worst-case robust and clean accuracy as Proportions,
+    whether it was judged, the required value and whether it fell short); ``rule`` the rule's
+    parameters; ``reason`` a sentence without numbers (renderers format the figures)."""
+
+    threat: str
+    status: str
+    figures: list[dict[str, Any]] = field(default_factory=list)
+    rule: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
 
 
 @dataclass
@@ -94,6 +121,7 @@ class ScenarioResult:
     seconds: float
     defense: str | None = None
     per_sample: dict[str, list] = field(default_factory=dict)
+    from_store: bool = False  # read back from the progress store (computed by an earlier run)
 
 
 @dataclass
@@ -106,6 +134,7 @@ class Report:
     sections: list[Section] = field(default_factory=list)
     title: str = "advkit audit"
     schema_version: str = SCHEMA_VERSION
+    verdicts: list[Verdict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -145,5 +174,5 @@ def asdict_shallow(obj) -> dict[str, Any]:
     return {f: getattr(obj, f) for f in obj.__dataclass_fields__}
 
 
-__all__ = ["Finding", "Series", "Plot", "Image", "Table", "Section", "ScenarioResult", "Report",
-           "SCHEMA_VERSION", "SEVERITIES"]
+__all__ = ["Finding", "Verdict", "VERDICT_STATUSES", "Series", "Plot", "Image", "Table",
+           "Section", "ScenarioResult", "Report", "SCHEMA_VERSION", "SEVERITIES"]

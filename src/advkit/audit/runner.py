@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +16,10 @@ import torch
 from advkit import registry
 from advkit.audit import evasion_report
 from advkit.audit.manifest import build_manifest, sha256_state_dict
-from advkit.audit.plan import Scenario, check_budgets, make_plan
-from advkit.audit.progress import progress_bar
+from advkit.audit.plan import Scenario, check_budgets, make_plan, norm_label
+from advkit.audit.progress import stage_progress
 from advkit.audit.report import Report, ScenarioResult
-from advkit.audit.spec import AuditSpec
+from advkit.audit.spec import AuditSpec, requested_budgets
 from advkit.audit.store import Store, check_store
 from advkit.data import Dataset
 from advkit.evaluation.metrics import attack_success_rate, proportion
@@ -26,7 +29,7 @@ from advkit.threats import LpBall
 
 log = logging.getLogger("advkit.audit")
 N_EXAMPLES = 8
-STORE_VERSION = 2  # bump when the scenario record format changes
+STORE_VERSION = 3  # bump when the scenario record format changes
 
 
 @dataclass
@@ -145,6 +148,7 @@ def run_scenario(sc: Scenario, target: Target, x, y, clean_pred, *, seed: int) -
             distance=res.distance.tolist(),
             success=res.success.tolist(),
             minimum_norm=attack.minimum_norm,
+            distance_norm=norm_label(res.norm),
             extra=_plain_extra(res.extra),
         )
     if "robust" not in rec:
@@ -154,6 +158,34 @@ def run_scenario(sc: Scenario, target: Target, x, y, clean_pred, *, seed: int) -
     rec["examples_x_adv"] = x_adv[:N_EXAMPLES].reshape(min(N_EXAMPLES, x.shape[0]), -1).tolist()
     rec["seconds"] = time.perf_counter() - t0
     return rec
+
+
+def scenario_key(
+    sc: Scenario, *, model_sha256: str, data_sha256: str, n: int, seed: int, batch_size: int
+) -> str:
+    """The store key of one scenario: a hash of everything its record depends on (its id, which
+    seeds its generator; attack, kind, norm, eps and parameters; the model and data hashes; the
+    number of points evaluated; the seed; the batch size) and nothing else, so editing a threshold,
+    the title or another scenario leaves its stored result valid."""
+    blob = json.dumps(
+        {"store_version": STORE_VERSION, "id": sc.id, "kind": sc.kind, "attack": sc.attack,
+         "norm": sc.norm, "eps": sc.eps, "params": sc.params, "model": model_sha256,
+         "data": data_sha256, "n": n, "seed": seed, "batch_size": batch_size},
+        sort_keys=True, default=repr,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_durations(this_run_s: float, earlier: dict[str, tuple[float, float]]) -> dict:
+    """``first_run_s``: the earlier run(s) whose stored scenarios this report reuses (this run's
+    own time when it reused none); ``resumed_s``: this run's time when it resumed, else None;
+    ``total_s``: both together."""
+    if not earlier:
+        return {"first_run_s": round(this_run_s, 3), "resumed_s": None,
+                "total_s": round(this_run_s, 3)}
+    first = sum(sec for _, sec in earlier.values())
+    return {"first_run_s": round(first, 3), "resumed_s": round(this_run_s, 3),
+            "total_s": round(first + this_run_s, 3)}
 
 
 def to_scenario_result(rec: dict, clean_pred: torch.Tensor, y: torch.Tensor) -> ScenarioResult:
@@ -181,6 +213,7 @@ def to_scenario_result(rec: dict, clean_pred: torch.Tensor, y: torch.Tensor) -> 
         "broken_by",
         "extra",
         "minimum_norm",
+        "distance_norm",
     )
     params = {**rec["params"], "norm": rec["norm"]}
     return ScenarioResult(
@@ -191,6 +224,7 @@ def to_scenario_result(rec: dict, clean_pred: torch.Tensor, y: torch.Tensor) -> 
         seconds=rec["seconds"],
         metrics=metrics,
         per_sample={k: rec[k] for k in keep if k in rec},
+        from_store=bool(rec.get("from_store")),
     )
 
 
@@ -203,6 +237,7 @@ def run_audit(
     resume: bool = True,
 ) -> Report:
     started = time.time()
+    run_id = uuid.uuid4().hex
     store_path = Path(out_dir) / ".advkit-progress.sqlite"
     prepare_out_dir(out_dir, "out_dir")
     check_store(store_path, fresh=not resume)  # a damaged database fails now, not after training
@@ -217,25 +252,41 @@ def run_audit(
     check_input_dependence(target, x, generator=_generator(spec.seed, "input-dependence"))
 
     plan = make_plan(spec)
-    run_key = zlib.crc32(
-        f"{spec_sha256}|{subject.model_sha256}|{ds.sha256()}|{n}|{STORE_VERSION}".encode()
-    )
+    data_sha = ds.sha256()
     records = []
-    with Store(store_path) as store, progress_bar(progress) as bar:
-        task = bar.add_task("attacking", total=len(plan))
+    with Store(store_path) as store, stage_progress(len(plan) + 1, "audit", progress) as stages:
         for sc in plan:
-            rec = store.get(str(run_key), sc.id) if resume else None
+            key = scenario_key(sc, model_sha256=subject.model_sha256, data_sha256=data_sha, n=n,
+                               seed=spec.seed, batch_size=spec.evaluation.batch_size)
+            rec = store.get(key, sc.id) if resume else None
             if rec is None:
-                bar.update(task, description=f"{sc.id}")
-                rec = run_scenario(sc, target, x, y, clean_pred, seed=spec.seed)
-                store.put(str(run_key), sc.id, rec)
-                log.info("finished %s in %.2fs", sc.id, rec["seconds"])
+                with stages.stage(sc.id):
+                    rec = run_scenario(sc, target, x, y, clean_pred, seed=spec.seed)
+                    rec["run_id"] = run_id
+                    store.put(key, sc.id, rec)
+                    store.record_run(run_id, started, time.time() - started)
+                rec["from_store"] = False
             else:
-                log.info("resumed %s from %s", sc.id, store_path)
+                stages.skip(sc.id, f"read from the store {store_path}")
+                rec["from_store"] = True
             records.append(rec)
-            bar.advance(task)
+        earlier = store.run_seconds(
+            r["run_id"] for r in records if r["from_store"] and r.get("run_id") != run_id)
+        with stages.stage("report and validity checks"):
+            report = _build_report(spec, subject, records, x, y, clean_pred, n=n,
+                                   spec_sha256=spec_sha256, started=started)
+        this_run_s = time.time() - started
+        store.record_run(run_id, started, this_run_s)
+    durations = run_durations(this_run_s, earlier)
+    report.manifest["duration_s"] = durations["total_s"]
+    report.manifest["durations"] = durations
+    return report
 
+
+def _build_report(spec, subject, records, x, y, clean_pred, *, n, spec_sha256, started) -> Report:
+    ds, target = subject.dataset, subject.target
     scenarios = [to_scenario_result(r, clean_pred, y) for r in records]
+    from_store = sum(s.from_store for s in scenarios)
     report = Report(
         title=spec.title,
         manifest=build_manifest(
@@ -246,6 +297,8 @@ def run_audit(
             started=started,
             extra={
                 "n_evaluated": n,
+                "scenarios_run": len(scenarios) - from_store,
+                "scenarios_from_store": from_store,
                 "target": type(target).__name__,
                 "capabilities": sorted(target.capabilities.names()),
             },
@@ -266,5 +319,7 @@ def run_audit(
         target=target,
         info=ds.info,
         generator=_generator(spec.seed, "checks"),
+        rules=spec.verdicts.evasion,
+        extra_eps=requested_budgets(spec),
     )
     return report

@@ -14,8 +14,13 @@ bombs) and validated with pydantic; every problem becomes one
       - {name: fgsm, norm: inf, eps: [0.0, 0.05, 0.1, 0.2, 0.3]}
       - {name: pgd, norm: inf, eps: [0.0, 0.05, 0.1, 0.2, 0.3], params: {steps: 40}}
       - {name: deepfool, norm: l2}      # minimum-norm attacks run once; eps is not used
-    ensemble: {norm: inf, eps: [0.1, 0.3], attacks: [pgd]}   # the worst-case verdict
-    fail_under: {clean_accuracy: 0.9, "robust_accuracy@0.1": 0.5}
+    ensemble: {norm: inf, eps: [0.1, 0.3], attacks: [pgd]}   # APGD-CE, APGD-T, then these
+    verdicts:                         # the headline verdict (advkit.audit.verdicts); defaults shown
+      evasion: {min_ratio_to_clean: 0.5, min_robust_accuracy: 0.0, bound: value, budgets: {}}
+    fail_under:                       # CI thresholds (advkit.audit.gate): METRIC[@EPS[/NORM]][:BOUND]
+      clean_accuracy: 0.9
+      "robust_accuracy@0.1:lower": 0.5      # at least (the interval's lower bound)
+      "attack_success_rate@0.1": 0.3        # at most
 """
 
 from __future__ import annotations
@@ -116,6 +121,46 @@ class EnsembleSpec(_Strict):
         return v
 
 
+class EvasionVerdictSpec(_Strict):
+    """The evasion verdict's rule (``advkit.audit.verdicts``): vulnerable when the worst-case
+    robust accuracy at the judged budget of some norm is below
+    ``max(min_ratio_to_clean * clean accuracy, min_robust_accuracy)``."""
+
+    min_ratio_to_clean: float = Field(default=0.5, ge=0, le=1)
+    min_robust_accuracy: float = Field(default=0.0, ge=0, le=1)
+    bound: str = "value"  # value | lower | upper: judge the estimate or a 95 % interval bound
+    budgets: dict[str, float] = Field(default_factory=dict)  # norm -> eps judged (default: largest)
+
+    @field_validator("bound")
+    @classmethod
+    def _bound(cls, v):
+        if v not in ("value", "lower", "upper"):
+            raise ValueError("bound must be 'value' (the estimate), 'lower' or 'upper' (the 95 % "
+                             "Wilson interval's bounds)")
+        return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v):
+        from advkit.audit.plan import norm_label
+        from advkit.errors import InvalidParameterError
+
+        out = {}
+        for norm, eps in v.items():
+            try:
+                label = norm_label(norm)
+            except InvalidParameterError:
+                raise ValueError(f"unknown norm {norm!r} (use inf, l2 or l1)") from None
+            if not eps > 0:
+                raise ValueError(f"the budget for {label} must be > 0, got {eps}")
+            out[label] = float(eps)
+        return out
+
+
+class VerdictsSpec(_Strict):
+    evasion: EvasionVerdictSpec = Field(default_factory=EvasionVerdictSpec)
+
+
 class EvaluationSpec(_Strict):
     n_samples: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=256, ge=1)
@@ -129,6 +174,7 @@ class AuditSpec(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     attacks: list[AttackSpec] = Field(default_factory=list)
     ensemble: EnsembleSpec | None = None
+    verdicts: VerdictsSpec = Field(default_factory=VerdictsSpec)
     fail_under: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("dataset", mode="before")
@@ -224,6 +270,41 @@ def _check_scenarios(spec: AuditSpec, source: str) -> None:
             registry.create(sc.attack, **sc.attack_params())
         except AdvkitError as exc:
             raise AuditSpecError(f"{source}: attack {sc.id}: {exc}") from None
+    check_gates(spec, plan, source)
+
+
+def check_gates(spec: AuditSpec, plan=None, source: str = "spec") -> None:
+    """Every ``fail_under`` threshold and verdict budget names a known metric and a budget the plan
+    measures (``advkit.audit.gate``); AuditSpecError otherwise, before anything runs."""
+    from advkit.audit.gate import check_thresholds, parse_thresholds
+    from advkit.audit.plan import make_plan, plan_budgets
+
+    plan = make_plan(spec) if plan is None else plan
+    thresholds = parse_thresholds(spec.fail_under, source=f"{source}: fail_under")
+    check_thresholds(thresholds, plan, source=f"{source}: fail_under")
+    budgets = plan_budgets(plan)
+    for norm, eps in spec.verdicts.evasion.budgets.items():
+        if norm not in budgets.norms or not budgets.answers(norm, eps):
+            raise AuditSpecError(
+                f"{source}: verdicts.evasion.budgets: {norm} eps {eps:g} is not a budget of the "
+                f"plan (measured: {budgets.describe()})")
+
+
+def requested_budgets(spec: AuditSpec) -> dict[str, set[float]]:
+    """Budgets asked for per norm by thresholds and verdict budgets (for norms measured by
+    minimum-norm attacks only, the worst case is computed at these)."""
+    from advkit.audit.gate import parse_thresholds
+    from advkit.audit.plan import make_plan, plan_budgets
+
+    norms = plan_budgets(make_plan(spec)).norms
+    out: dict[str, set[float]] = {}
+    for t in parse_thresholds(spec.fail_under):
+        if t.eps is not None:
+            for norm in [t.norm] if t.norm else norms:
+                out.setdefault(norm, set()).add(t.eps)
+    for norm, eps in spec.verdicts.evasion.budgets.items():
+        out.setdefault(norm, set()).add(eps)
+    return out
 
 
 def load_spec(path: str | Path) -> tuple[AuditSpec, str]:

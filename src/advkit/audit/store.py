@@ -1,7 +1,11 @@
 """SQLite store of finished scenarios, so an interrupted audit resumes where it stopped.
 
-Each scenario result is written (and committed) as soon as it finishes, keyed by the run key
-(hash of spec, model, data and advkit version) and the scenario id.
+Each scenario result is written (and committed) as soon as it finishes, keyed by the scenario's
+own key (a hash of everything its result depends on: its attack, parameters, norm and eps, the model
+and data hashes, the number of points, the seed; see ``advkit.audit.runner.scenario_key``) and its
+id, so editing a threshold, the title or another scenario reruns nothing that did not change. The
+``runs`` table holds each audit run's start and running duration, so a resumed report can say how
+long the original run took.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ CREATE TABLE IF NOT EXISTS scenarios (
     result TEXT NOT NULL,
     created REAL NOT NULL,
     PRIMARY KEY (run_key, scenario_id)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    started REAL NOT NULL,
+    seconds REAL NOT NULL
 )
 """
 
@@ -70,7 +79,7 @@ class Store:
         check_store(self.path)
         try:
             self._db = sqlite3.connect(self.path)
-            self._db.execute(_SCHEMA)
+            self._db.executescript(_SCHEMA)
             self._db.commit()
         except sqlite3.Error as exc:
             raise _damaged(self.path, str(exc)) from None
@@ -88,6 +97,22 @@ class Store:
             (run_key, scenario_id, json.dumps(result), time.time()),
         )
         self._db.commit()
+
+    def record_run(self, run_id: str, started: float, seconds: float) -> None:
+        """Save (or update) how long the run ``run_id`` has been running; called after each
+        scenario, so an interrupted run's time up to its last finished scenario is kept."""
+        self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?)", (run_id, started, seconds))
+        self._db.commit()
+
+    def run_seconds(self, run_ids) -> dict[str, tuple[float, float]]:
+        """``{run_id: (started, seconds)}`` of the stored runs among ``run_ids``."""
+        out = {}
+        for rid in set(run_ids):
+            row = self._db.execute(
+                "SELECT started, seconds FROM runs WHERE run_id = ?", (rid,)).fetchone()
+            if row:
+                out[rid] = (float(row[0]), float(row[1]))
+        return out
 
     def count(self, run_key: str) -> int:
         return self._db.execute(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from advkit.cli.output import echo
+from advkit.cli.output import echo, log_stages
 from advkit.errors import AuditSpecError, check_seed
 from advkit.paths import prepare_out_dir
 
@@ -25,9 +25,12 @@ def _thresholds(items: list[str]) -> dict[str, float]:
             sep = ""
         if not sep or not math.isfinite(out.get(key.strip(), 0.0)):
             raise AuditSpecError(
-                f"--fail-under {item!r}: expected METRIC=VALUE, e.g. clean_accuracy=0.9 "
-                "or robust_accuracy@0.1=0.5"
+                f"--fail-under {item!r}: expected METRIC[@EPS[/NORM]][:BOUND]=VALUE, e.g. "
+                "clean_accuracy=0.9, robust_accuracy@0.1:lower=0.5 or attack_success_rate@0.1=0.3"
             )
+    from advkit.audit.gate import parse_thresholds
+
+    parse_thresholds(out, source="--fail-under")  # unknown metric or bad key: exit 2 now
     return out
 
 
@@ -58,7 +61,12 @@ def audit(
     ),
     preset: str = typer.Option(None, "--preset", help=f"A built-in lab: {', '.join(PRESETS)}."),
     fail_under: list[str] = typer.Option(
-        [], "--fail-under", help="METRIC=VALUE; exit 1 when missed."
+        [], "--fail-under",
+        help="METRIC[@EPS[/NORM]][:BOUND]=VALUE, e.g. robust_accuracy@0.1:lower=0.5 (at least) "
+        "or attack_success_rate@0.1=0.3 (at most); exit 1 when missed.",
+    ),
+    junit: Path = typer.Option(
+        None, "--junit", help="Also write JUnit XML here: one test case per threshold and finding."
     ),
     seed: int = typer.Option(None, "--seed", help="Override the spec's seed."),
     fresh: bool = typer.Option(
@@ -83,10 +91,15 @@ def audit(
     """Attack a model, measure the damage, write report.html and report.json, print a summary."""
     from advkit.audit.gate import evaluate_thresholds
     from advkit.report import render_markdown, write_report
+    from advkit.report.junit import write_junit
 
+    log_stages(progress)
     thresholds = _thresholds(fail_under)
     if seed is not None:
         check_seed("--seed", seed)
+    if junit is not None and junit.is_dir():
+        raise AuditSpecError(f"--junit {str(junit)!r} is a folder; pass a file path, e.g. "
+                             "junit.xml")
     if preset is not None:
         if spec is not None:
             raise AuditSpecError("give either a spec file or --preset, not both")
@@ -112,16 +125,30 @@ def audit(
             s = s.model_copy(update={"model": s.model.model_copy(update={"allow_dangerous": True})})
         _warn_dangerous(s.model)
         thresholds = {**s.fail_under, **thresholds}
+        s = s.model_copy(update={"fail_under": thresholds})
+        from advkit.audit.spec import check_gates
+
+        check_gates(s, source="--fail-under/spec")  # before any work: a budget not in the plan
         prepare_out_dir(out)  # before any work: an unusable --out fails now
         report = run_audit(s, out_dir=out, spec_sha256=sha, progress=progress, resume=not fresh)
-    gate = evaluate_thresholds(report, thresholds)
+    try:
+        gate = evaluate_thresholds(report, thresholds)
+    except AuditSpecError:  # a preset's report that cannot answer a threshold: report, then exit 2
+        write_report(report, out)
+        if junit is not None:
+            write_junit(report, junit)
+        raise
     report.findings.extend(gate)
-    paths = write_report(report, out)
+    paths = write_report(report, out)  # always written before the gate decides
+    if junit is not None:
+        write_junit(report, junit)
     echo(render_markdown(report))
-    echo(f"\nreport: {paths['html']}\njson:   {paths['json']}")
+    echo(f"\nreport: {paths['html']}\njson:   {paths['json']}"
+         + (f"\njunit:  {junit}" if junit is not None else ""))
     missed = [f for f in gate if not f.passed]
     if missed:
         for f in missed:
-            echo(f"FAIL: {f.metric} = {f.value:.4f} < {f.threshold}", err=True)
+            echo(f"FAIL: {f.metric}: {f.why} (measured {f.value if f.value is None else round(f.value, 4)})",
+                 err=True)
         return 1
     return 0

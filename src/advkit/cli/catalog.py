@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 
 import typer
 
@@ -11,12 +12,18 @@ from advkit import registry
 
 def list_cmd(
     family: str = typer.Argument(None, help=f"One of {', '.join(registry.FAMILIES)}."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON on stdout."),
 ) -> int:
     """List registered attacks and defenses."""
     if family is not None and family not in registry.FAMILIES:
         from advkit.errors import InvalidParameterError
 
         raise InvalidParameterError("family", family, f"one of {', '.join(registry.FAMILIES)}")
+    if as_json:
+        from advkit.catalog import list_entries
+
+        typer.echo(json.dumps(list_entries(family), indent=2, ensure_ascii=False, allow_nan=False))
+        return 0
     entries = registry.entries(family)
     width = max((len(e.name) for e in entries), default=4)
     for e in entries:
@@ -27,9 +34,17 @@ def list_cmd(
     return 0
 
 
-def describe(name: str = typer.Argument(..., help="A registered name, e.g. pgd.")) -> int:
-    """Show an attack's or defense's documentation and parameters."""
+def describe(
+    name: str = typer.Argument(..., help="A registered name, e.g. pgd."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON on stdout."),
+) -> int:
+    """Show an attack's or defense's documentation, threat tag and parameters."""
     e = registry.get(name)
+    if as_json:
+        from advkit.catalog import describe_entry
+
+        typer.echo(json.dumps(describe_entry(e), indent=2, ensure_ascii=False, allow_nan=False))
+        return 0
     typer.echo(f"{e.name} ({e.family}) — {e.cls.__module__}.{e.cls.__qualname__}")
     req = sorted(getattr(e.cls, "requires", ()) or ())
     if req:

@@ -33,6 +33,23 @@ app.command("convert")(convert.convert)
 err = Console(stderr=True, highlight=False)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from advkit import __version__
+
+        typer.echo(f"advkit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print advkit's version and exit."
+    ),
+) -> None:
+    """advkit: audit machine-learning models for security."""
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a script, exits with) the exit code."""
     logging.basicConfig(

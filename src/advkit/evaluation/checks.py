@@ -1,8 +1,9 @@
 """Validity checks for evasion evaluations: signs that an attack under-reports the threat.
 
-Each check returns an ``advkit.audit.report.Finding`` with ``passed=True`` when nothing is wrong
-(or when it does not apply, then with severity "info"). The signs follow Athalye, Carlini & Wagner
-(2018), "Obfuscated gradients give a false sense of security", ICML, and Carlini et al. (2019),
+Each check returns an ``advkit.audit.report.Finding`` with ``passed=True`` when nothing is wrong;
+a check that does not apply (or cannot run) is ``skipped=True`` with severity "info", never
+passed. The signs follow Athalye, Carlini & Wagner (2018), "Obfuscated gradients give a false
+sense of security", ICML, and Carlini et al. (2019),
 "On evaluating adversarial robustness", arXiv:1902.06705.
 
 The one-point rule: comparisons of robust accuracies measured on the same n points allow a slack of
@@ -52,9 +53,14 @@ def _finding(check, fired, severity, metric, value, threshold, why, fix, scenari
                    why=why, fix=fix, scenario=scenario, passed=not fired)
 
 
-def _not_applicable(check, reason, scenario=None):
+def skipped(check, reason, scenario=None):
+    """A check that could not run: skipped, not passed (it vouches for nothing)."""
     return Finding(check=check, severity="info", metric="not applicable", value=None,
-                   threshold=None, why=reason, fix="", scenario=scenario, passed=True)
+                   threshold=None, why=reason, fix="", scenario=scenario, passed=False,
+                   skipped=True)
+
+
+_not_applicable = skipped
 
 
 def probabilities_instead_of_logits(target: Target, x, *, threshold: float = 0.5,
@@ -261,4 +267,4 @@ def run_evasion_checks(target: Target, x, y, results: Mapping[str, Mapping[float
 __all__ = ["probabilities_instead_of_logits", "random_forward", "zero_or_nan_gradients",
            "robust_accuracy_rises_with_eps", "not_zero_at_unbounded", "not_converged",
            "single_step_beats_iterative", "blackbox_beats_whitebox", "run_evasion_checks",
-           "SATURATION"]
+           "SATURATION", "skipped"]

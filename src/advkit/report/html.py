@@ -26,8 +26,12 @@ from advkit.report.markdown import (
     finding_measure,
     flatten,
     fmt_value,
+    gate_line,
     is_proportion,
     ordered_findings,
+    report_verdicts,
+    skipped_findings,
+    split_gate,
     summary_tables,
 )
 from advkit.report.plots import image_grid_png, plot_png, to_data_uri
@@ -65,7 +69,8 @@ def write_html(report: Report, path: str | os.PathLike) -> Path:
 # ---------------------------------------------------------------- view model
 
 def _context(report: Report) -> dict[str, Any]:
-    failed, passed = ordered_findings(report.findings)
+    gate, checks = split_gate(report.findings)
+    failed, passed = ordered_findings(checks)
     counts = [(s, sum(f.severity == s for f in failed)) for s in reversed(SEVERITIES)]
     sections = [_section(i, s) for i, s in enumerate(report.sections, start=1)]
     finished = _first(report.manifest, ("finished", "finished_at", "end", "ended"))
@@ -80,6 +85,9 @@ def _context(report: Report) -> dict[str, Any]:
         "counts": [(s, n) for s, n in counts if n],
         "findings": [_finding(f) for f in failed],
         "passed": [_finding(f) for f in passed],
+        "skipped": [_finding(f) for f in skipped_findings(checks)],
+        "verdicts": report_verdicts(report),
+        "gate": [{"passed": f.passed, "text": gate_line(f), "key": f.metric} for f in gate],
         "summaries": [{"kind": kind, "header": [h.replace("_", " ") for h in header],
                        "rows": rows, "numeric_from": 4}
                       for kind, header, rows in summary_tables(report.scenarios)],

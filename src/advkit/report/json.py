@@ -17,14 +17,16 @@ from advkit.audit.report import SCHEMA_VERSION, Report
 from advkit.errors import ReportFormatError
 
 #: Schema versions this advkit can read back.
-SUPPORTED_SCHEMA_VERSIONS: frozenset[str] = frozenset({SCHEMA_VERSION})
+SUPPORTED_SCHEMA_VERSIONS: frozenset[str] = frozenset({"1.0", SCHEMA_VERSION})
 
 
 def report_dict(report: Report) -> dict[str, Any]:
     """``report.to_dict()``, ``schema_version`` first, non-finite floats replaced by None."""
     body = report.to_dict()
     body.pop("schema_version", None)
-    return _finite({"schema_version": report.schema_version, **body})
+    head = {"schema_version": report.schema_version, "title": body.pop("title"),
+            "verdicts": body.pop("verdicts")}  # the headline first
+    return _finite({**head, **body})
 
 
 def to_json(report: Report) -> str:

@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from advkit.audit.report import SEVERITIES, Finding, Report, ScenarioResult
+from advkit.audit.report import SEVERITIES, Finding, Report, ScenarioResult, Verdict
 from advkit.evaluation.metrics import Proportion
 
 MISSING = "–"
@@ -113,10 +113,78 @@ def severity_rank(f: Finding) -> int:
 
 
 def ordered_findings(findings: Iterable[Finding]) -> tuple[list[Finding], list[Finding]]:
-    """(failed findings, critical first then warning then info; passed checks), stable order."""
-    findings = list(findings)
+    """(failed findings, critical first then warning then info; passed checks), stable order.
+    Skipped checks are in neither list (see ``skipped_findings``)."""
+    findings = [f for f in findings if not getattr(f, "skipped", False)]
     failed = sorted((f for f in findings if not f.passed), key=severity_rank)
     return failed, [f for f in findings if f.passed]
+
+
+def skipped_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Checks that could not run (neither passed nor failed)."""
+    return [f for f in findings if getattr(f, "skipped", False)]
+
+
+def split_gate(findings: Iterable[Finding]) -> tuple[list[Finding], list[Finding]]:
+    """(threshold findings of the CI gate, every other finding: the evaluation checks)."""
+    findings = list(findings)
+    return ([f for f in findings if f.threat == "gate"],
+            [f for f in findings if f.threat != "gate"])
+
+
+# ---------------------------------------------------------------- verdicts (shared)
+
+VERDICT_CSS = {"vulnerable": "critical", "inconclusive": "warning", "robust": "passed",
+               "not assessed": "neutral"}
+_STATUS_TEXT = {"vulnerable": "vulnerable", "robust": "robust at the tested budgets",
+                "inconclusive": "inconclusive", "not assessed": "not assessed"}
+NO_VERDICT = Verdict(threat="all threats", status="not assessed",
+                     reason="this report holds no threat verdict (no evasion audit was run)")
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    return obj.get(key, default) if isinstance(obj, Mapping) else getattr(obj, key, default)
+
+
+def verdict_view(v: Verdict | Mapping[str, Any]) -> dict[str, Any]:
+    """A verdict as formatted strings: status, headline, one line per budget and the rule."""
+    status = _get(v, "status", "not assessed")
+    figures = []
+    for fig in _get(v, "figures", []) or []:
+        text = (f"{fig['norm']} eps={fmt_number(fig['eps'])}: worst-case robust accuracy "
+                f"{fmt_value(fig['robust_accuracy'])}")
+        if fig.get("judged") and fig.get("required") is not None:
+            clean = fig["clean_accuracy"]
+            cval = clean.value if isinstance(clean, Proportion) else clean.get("value")
+            word = "below" if fig.get("vulnerable") else "at or above"
+            text += (f" — judged: {word} the required {fmt_number(fig['required'])} "
+                     f"(clean accuracy {fmt_number(cval)})")
+        figures.append({"text": text, "judged": bool(fig.get("judged")),
+                        "vulnerable": bool(fig.get("vulnerable"))})
+    rule = _get(v, "rule", {}) or {}
+    rule_text = ""
+    if rule:
+        bound = rule.get("bound", "value")
+        what = "estimate" if bound == "value" else f"{bound} 95 % bound"
+        budgets = rule.get("budgets")
+        where = (budgets if isinstance(budgets, str)
+                 else ", ".join(f"{k} eps={fmt_number(e)}" for k, e in budgets.items()))
+        rule_text = (f"vulnerable when the worst-case robust accuracy ({what}) at the judged budget "
+                     f"is below max({fmt_number(rule.get('min_ratio_to_clean'))} × clean accuracy, "
+                     f"{fmt_number(rule.get('min_robust_accuracy'))}); judged budget: {where}")
+    return {"threat": _get(v, "threat", ""), "status": status,
+            "label": _STATUS_TEXT.get(status, status).upper(),
+            "css": VERDICT_CSS.get(status, "neutral"), "reason": _get(v, "reason", ""),
+            "figures": figures, "rule": rule_text}
+
+
+def report_verdicts(report: Report) -> list[dict[str, Any]]:
+    return [verdict_view(v) for v in (getattr(report, "verdicts", None) or [NO_VERDICT])]
+
+
+def gate_line(f: Finding) -> str:
+    """``robust_accuracy@0.1 = 0.41, must be at least 0.5`` for a threshold finding."""
+    return f"{f.metric} = {fmt_number(f.value)}: {f.why}"
 
 
 def finding_measure(f: Finding) -> str:
@@ -143,7 +211,8 @@ def summary_tables(
         header = ["scenario", "attack", "defense", "params", *metrics, "time"]
         rows = [[s.id, s.attack, s.defense or "none", fmt_params(s.params),
                  *(fmt_value(s.metrics[m]) if m in s.metrics else MISSING for m in metrics),
-                 fmt_seconds(s.seconds)] for s in group]
+                 fmt_seconds(s.seconds) + (" (from store)" if getattr(s, "from_store", False)
+                                           else "")] for s in group]
         tables.append((kind, header, rows))
     return tables
 
@@ -190,11 +259,27 @@ def render_markdown(report: Report) -> str:
     lines = [f"# {report.title}", "",
              f"**Model:** {describe(report.model)}  ",
              f"**Data:** {describe(report.dataset)}", ""]
-    failed, passed = ordered_findings(report.findings)
+    lines += ["## Verdict", ""]
+    for v in report_verdicts(report):
+        lines.append(f"- **{v['threat']}: {v['label']}** — {_line(v['reason'])}")
+        lines += [f"  - {'**' + x['text'] + '**' if x['judged'] else x['text']}"
+                  for x in v["figures"]]
+        if v["rule"]:
+            lines.append(f"  - rule: {v['rule']}")
+    lines.append("")
+    gate, checks = split_gate(report.findings)
+    if gate:
+        missed = sum(not f.passed for f in gate)
+        lines += ["## Thresholds", "", f"{missed} of {len(gate)} missed.", ""]
+        lines += [f"- [{'PASSED' if f.passed else 'MISSED'}] {_line(gate_line(f))}" for f in gate]
+        lines.append("")
+    failed, passed = ordered_findings(checks)
+    skipped = skipped_findings(checks)
     counts = {s: sum(f.severity == s for f in failed) for s in reversed(SEVERITIES)}
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no problems found"
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no check failed"
     plural = "" if len(passed) == 1 else "s"
-    lines += ["## Findings", "", f"{summary}; {len(passed)} check{plural} passed.", ""]
+    lines += ["## Evaluation checks", "",
+              f"{summary}; {len(passed)} check{plural} passed, {len(skipped)} skipped.", ""]
     for f in failed:
         where = f" ({f.scenario})" if f.scenario else ""
         measure = finding_measure(f)
@@ -203,6 +288,8 @@ def render_markdown(report: Report) -> str:
                      + (f" Fix: {_line(f.fix)}" if f.fix else ""))
     if passed:
         lines.append("- [PASSED] " + ", ".join(f.check for f in passed))
+    for f in skipped:
+        lines.append(f"- [SKIPPED] {f.check}: {_line(f.why)}")
     lines.append("")
     if report.scenarios:
         lines += ["## Scenarios", ""]
@@ -219,4 +306,5 @@ def render_markdown(report: Report) -> str:
 
 __all__ = ["render_markdown", "fmt_number", "fmt_proportion", "fmt_value", "fmt_params",
            "fmt_seconds", "flatten", "ordered_findings", "summary_tables", "describe",
-           "finding_measure", "is_proportion"]
+           "finding_measure", "is_proportion", "skipped_findings", "split_gate", "verdict_view",
+           "report_verdicts", "gate_line"]

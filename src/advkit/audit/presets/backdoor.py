@@ -29,7 +29,7 @@ import torch
 import advkit
 from advkit.attacks.poisoning.badnets import BadNets
 from advkit.audit.manifest import build_manifest, sha256_state_dict
-from advkit.audit.progress import progress_bar
+from advkit.audit.progress import stage_progress
 from advkit.audit.report import Finding, Image, Plot, Report, ScenarioResult, Section, Series, Table
 from advkit.defenses.detectors.fine_pruning import FinePruning, predict
 from advkit.defenses.detectors.neural_cleanse import NeuralCleanse
@@ -111,22 +111,22 @@ def run(*, seed: int = 0, quick: bool = False, progress: bool | None = None) -> 
         return (clean_accuracy(predict(model, xt), yt),
                 backdoor_success_rate(predict(model, attack.apply_trigger(xt)), yt, target))
 
-    with progress_bar(progress) as bar:
-        task = bar.add_task("backdoor lab", total=9)
-        step = lambda what: bar.update(task, advance=1, description=what)  # noqa: E731
+    with stage_progress(8, "backdoor lab", progress) as stages:
+        step = stages.begin  # names the stage about to run
+        step("training the clean model")
         clean, t_clean, cached_c = _train(cfg, ds.info, x, y, seed, "clean")
-        step("trained clean model")
+        step("training the backdoored model")
         bd, t_bd, cached_b = _train(cfg, ds.info, poisoned.x, poisoned.y, seed, "badnets")
-        step("trained backdoored model")
         base = {"clean": measure(clean), "backdoored": measure(bd)}
         ncs = {}
         for name, model in (("clean", clean), ("backdoored", bd)):
+            step(f"Neural Cleanse on the {name} model")
             nc, w = _quiet(NeuralCleanse(**cfg["nc"]).fit, model, xc, yc, generator=gen())
             ncs[name] = nc
             notes += [f"Neural Cleanse on the {name} model: {m}" for m in w]
-            step(f"Neural Cleanse on the {name} model")
         nc = ncs["backdoored"]
         mitigated = {}
+        step("Neural Cleanse mitigations")
         t0 = time.perf_counter()
         if len(nc.flagged_):
             mitigated["NC unlearning"] = (nc.unlearn(bd, xc, yc, generator=gen()),
@@ -137,10 +137,9 @@ def run(*, seed: int = 0, quick: bool = False, progress: bool | None = None) -> 
         else:
             notes.append("Neural Cleanse flagged no class on the backdoored model, so its "
                          "unlearning and pruning had nothing to remove.")
-        step("Neural Cleanse mitigations")
+        step("fine-pruning")
         fp = FinePruning(layer=cfg["layer"]).fit(bd, xc, yc, generator=gen())
         mitigated["fine-pruning"] = (fp.model_, fp.seconds_)
-        step("fine-pruning")
         detections = {}
         try:
             from advkit.defenses.detectors.activation_clustering import ActivationClustering
@@ -153,6 +152,7 @@ def run(*, seed: int = 0, quick: bool = False, progress: bool | None = None) -> 
         except ImportError:  # pragma: no cover - shipped together
             detectors = {}
         for name, fit in detectors.items():
+            step(f"{name} and retraining")
             t0 = time.perf_counter()
             det = fit()
             keep = ~det.poisoned_mask_.to(poisoned.y.device)
@@ -161,7 +161,6 @@ def run(*, seed: int = 0, quick: bool = False, progress: bool | None = None) -> 
             prec, rec = poisoned.detection_scores(det.poisoned_mask_)
             detections[name] = (prec, rec, int(det.poisoned_mask_.sum()))
             mitigated[f"{name} + retraining"] = (model, time.perf_counter() - t0)
-            step(name)
 
     acc0 = base["backdoored"][0].value
     for mname, secs in (("clean", t_clean), ("backdoored", t_bd)):

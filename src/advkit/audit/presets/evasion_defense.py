@@ -33,7 +33,7 @@ import torch
 import advkit
 from advkit.attacks.evasion.pgd import PGD
 from advkit.audit.manifest import build_manifest, sha256_state_dict
-from advkit.audit.progress import progress_bar
+from advkit.audit.progress import stage_progress
 from advkit.audit.report import Finding, Plot, Report, ScenarioResult, Section, Series, Table
 from advkit.defenses.certify.smoothing import (
     RandomizedSmoothing,
@@ -168,20 +168,19 @@ def run(*, seed: int = 0, quick: bool = False, progress: bool | None = None,
     contract = ds.contract()
     adv = cfg["adv"]
     scenarios, findings, rows, training = [], [], [], []
-    with progress_bar(progress) as bar:
-        task = bar.add_task("evasion-defense lab", total=10)
-        step = lambda what: bar.update(task, advance=1, description=what)  # noqa: E731
+    with stage_progress(10, "evasion-defense lab", progress) as stages:
+        step = stages.begin  # names the stage about to run
+        step("training the standard model")
         std, rec_std = _train(cfg, ds.info, x, y, seed, "standard", lambda g: None,
                               cfg["std_epochs"], dev)
-        step("standard model")
+        step("adversarial training")
         at, rec_at = _train(cfg, ds.info, x, y, seed, "adv", lambda g: adversarial_batch_hook(
             adv["kind"], EPS, generator=g, warmup_batches=adv["warmup_batches"],
             **adv["params"]), adv["epochs"], dev)
-        step("adversarially trained model")
+        step("training with Gaussian augmentation")
         base, rec_noise = _train(cfg, ds.info, x, y, seed, "noise",
                                  lambda g: gaussian_augmentation_hook(SIGMA, g),
                                  cfg["noise_epochs"], dev)
-        step("Gaussian-augmented model")
         for name, rec in (("standard", rec_std), (f"{adv['kind']} eps {EPS}", rec_at),
                           (f"Gaussian augmentation sigma {SIGMA}", rec_noise)):
             training.append([name, rec["model"], rec["recipe"]["epochs"], rec["train_seconds"],
@@ -191,13 +190,13 @@ def run(*, seed: int = 0, quick: bool = False, progress: bool | None = None,
 
         for sid, label, target in (("standard", "none (standard training)", t_std),
                                    ("adv-trained", f"{adv['kind']} eps {EPS}", t_at)):
+            step(f"attacking {sid}")
             t0 = time.perf_counter()
             clean, robust, params = _attack(target, xe, ye, cfg, seed)
             scenarios.append(_scenario(sid, "pgd", label, params, clean, robust,
                                        time.perf_counter() - t0))
             rows.append([label, proportion(clean), proportion(robust), proportion(robust), None,
                          "exact gradients"])
-            step(f"attacked {sid}")
         ra_at = scenarios[-1].metrics["robust_accuracy"]
         ca_at = scenarios[-1].metrics["clean_accuracy"]
         fired = ca_at.value < BARS["clean"] or ra_at.value < BARS["robust"]
@@ -215,6 +214,7 @@ def run(*, seed: int = 0, quick: bool = False, progress: bool | None = None,
         transforms = (JPEG(quality=75), MedianSmoothing(kernel=3), BitDepth(bits=1),
                       GaussianNoise(sigma=cfg["noise_sigma"]))
         for tr in transforms:
+            step(f"attacking {tr.label}")
             defended = TransformedTarget(t_std, (tr,), eot_samples=cfg["eot"], seed=seed)
             res = {}
             for mode in ("naive", "adaptive"):
@@ -232,8 +232,8 @@ def run(*, seed: int = 0, quick: bool = False, progress: bool | None = None,
             note += f" + EOT x{desc['eot_samples']}" if desc["eot_samples"] > 1 else ""
             rows.append([f"standard + {tr.label}", res["naive"][0], res["naive"][1],
                          res["adaptive"][1], None, note])
-            step(f"attacked {tr.label}")
 
+        step("certifying the smoothed model")
         c = cfg["certify"]
         rs = RandomizedSmoothing(sigma=SIGMA, n0=c["n0"], n=c["n"], batch_size=c["batch_size"])
         t_base = TorchTarget(contract, model=base, batch_size=c["batch_size"])
@@ -262,7 +262,6 @@ def run(*, seed: int = 0, quick: bool = False, progress: bool | None = None,
             why="certified accuracy never rises with the radius" if mono else
                 "certified accuracy rises with the radius: the certification is inconsistent",
             fix="" if mono else "report this as a bug", scenario="smoothing/certify", passed=mono))
-        step("certified the smoothed model")
 
     plot = Plot(title=f"Certified accuracy against L2 radius (sigma {SIGMA}, n {c['n']}, "
                       f"95 % Wilson bands)", xlabel="L2 radius", ylabel="certified accuracy",
