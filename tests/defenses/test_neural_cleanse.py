@@ -249,6 +249,20 @@ def test_unlearn_returns_a_new_model_and_leaves_the_original(digits, backdoored,
     assert now < old  # the true trigger works less after unlearning the reversed one
 
 
+def test_dilated_trigger_grows_the_mask_by_whole_pixels(fitted):
+    plain, grown = fitted.trigger(0), fitted.trigger(0, dilate=1)
+    assert torch.equal(grown.pattern, plain.pattern)
+    # oracle: the max over each pixel's 3x3 neighbourhood, written out
+    m = torch.nn.functional.pad(plain.mask, (1, 1, 1, 1))
+    h, w = plain.mask.shape
+    want = torch.stack([m[i:i + h, j:j + w] for i in range(3) for j in range(3)]).amax(0)
+    assert torch.equal(grown.mask, want)
+    assert (grown.mask >= plain.mask).all() and (grown.mask > plain.mask).any()
+    for bad in (dict(dilate=-1), dict(lr_decay=0.0), dict(lr_decay=1.5), dict(epochs=0)):
+        with pytest.raises(InvalidParameterError, match=next(iter(bad))):
+            fitted.unlearn(torch.nn.Linear(2, 2), torch.zeros(4, 2), torch.zeros(4).long(), **bad)
+
+
 def test_unlearn_without_flagged_classes_warns_and_copies(digits, backdoored, fitted):
     with pytest.warns(AdvkitWarning, match="nothing to unlearn"):
         new = fitted.unlearn(backdoored, digits.x_train, digits.y_train, classes=[])

@@ -10,6 +10,13 @@ unlearning of the flagged classes on the same images. Bars: class 0 flagged (ind
 brings backdoor success to <= 0.05 with a clean-accuracy drop of <= 2 points. Each seed's figures
 are printed (run with -s) and written to $ADVKIT_REFERENCE_OUT or
 /tmp/advkit-backdoor-reference.json.
+
+The trained models, and so every figure, differ with the thread count (and the CPU), while each run
+is deterministic. The bars are the paper's and are meant to hold for any such model: unlearning
+uses ``NeuralCleanse.unlearn``'s defaults (3 epochs with a step-decayed learning rate, the reversed
+mask dilated by one pixel), because the earlier recipe (2 epochs at a constant rate, the bare
+mask) left 0.097 backdoor success on CI's seed-0 model at 2 threads. Measured with
+``OMP_NUM_THREADS=1`` and ``2``: figures in benchmarks/README.md ("Reference reproductions").
 """
 
 from __future__ import annotations

@@ -300,28 +300,48 @@ class NeuralCleanse:
         return self
 
     # -- mitigation ----------------------------------------------------------------------------
-    def trigger(self, cls: int) -> ImageTrigger:
-        """The reversed trigger of class ``cls`` (mask (H, W), pattern (C, H, W))."""
+    def trigger(self, cls: int, *, dilate: int = 0) -> ImageTrigger:
+        """The reversed trigger of class ``cls`` (mask (H, W), pattern (C, H, W)); ``dilate`` > 0
+        grows the mask by that many pixels (a max filter)."""
         if not hasattr(self, "masks_"):
             raise InvalidParameterError("fit", "not called",
                                         "fit() before using the reversed triggers")
         check_range("cls", cls, lo=0, hi=self.n_classes_ - 1, kind=int)
-        return ImageTrigger(mask=self.masks_[cls], pattern=self.patterns_[cls])
+        mask = self.masks_[cls]
+        if dilate:
+            k = 2 * dilate + 1
+            mask = nn.functional.max_pool2d(mask[None, None], k, stride=1, padding=dilate)[0, 0]
+        return ImageTrigger(mask=mask, pattern=self.patterns_[cls])
 
     def _classes(self, classes) -> list[int]:
         chosen = list(self.flagged_) if classes is None else list(classes)
         return [int(c) for c in chosen]
 
-    def unlearn(self, model, x_clean, y_clean, *, share: float = 0.2, epochs: int = 2,
-                lr: float = 3e-3, batch_size: int = 64, classes=None,
-                generator: torch.Generator | None = None) -> nn.Module:
+    def unlearn(self, model, x_clean, y_clean, *, share: float = 0.2, epochs: int = 3,
+                lr: float = 3e-3, lr_decay: float = 0.3, dilate: int = 1, batch_size: int = 64,
+                classes=None, generator: torch.Generator | None = None) -> nn.Module:
         """A NEW model fine-tuned on clean data with the reversed trigger of ``classes`` (default:
         the flagged ones) stamped on a ``share`` of it, the correct labels kept.
 
-        ``share`` 0.2 is the paper's; 2 epochs of Adam at lr 3e-3 removed BadNets from LeNet/MNIST
-        (success <= 0.04 at <= 1 point of clean accuracy over 8 seeds, 6,000 clean images)."""
+        ``share`` 0.2 is the paper's. Two choices go beyond it, because the paper's recipe left
+        the backdoor in some trained models and not in others (measured on BadNets LeNet/MNIST
+        models of 8 seeds trained at 1 and 2 threads; backdoor success after unlearning up to
+        0.097 on one of them):
+
+        - ``dilate``: the reversed mask is grown by this many pixels (a max filter) before it is
+          stamped. Neural Cleanse's mask is the smallest that flips the model, so it covers only
+          part of the real trigger; unlearning that part leaves the rest of the trigger working.
+        - ``epochs`` with a step decay: epoch ``e`` runs Adam (fresh state) at ``lr * lr_decay **
+          e``. At a constant 3e-3 the last epoch's clean accuracy varied by up to 2 points.
+
+        With the defaults (3 epochs, 3e-3 then 9e-4 then 2.7e-4, dilation 1, 6,000 clean images)
+        backdoor success fell to <= 0.021 at <= 0.4 points of clean accuracy on those 8 models.
+        """
         check_range("share", share, lo=0.0, hi=1.0, lo_open=True)
         check_range("epochs", epochs, lo=1, kind=int)
+        check_range("lr", lr, lo=0.0, lo_open=True)
+        check_range("lr_decay", lr_decay, lo=0.0, hi=1.0, lo_open=True)
+        check_range("dilate", dilate, lo=0, kind=int)
         x, y = check_data(x_clean, y_clean)
         new = copy.deepcopy(resolve_model(model))
         cls = self._classes(classes)
@@ -335,8 +355,10 @@ class NeuralCleanse:
         which = torch.tensor(cls, device=x.device)[torch.arange(n, device=x.device) % len(cls)]
         for c in cls:
             sel = pick[which == c]
-            x[sel] = self.trigger(c).apply(x[sel])
-        finetune(new, x, y, epochs=epochs, lr=lr, batch_size=batch_size, generator=generator)
+            x[sel] = self.trigger(c, dilate=dilate).apply(x[sel])
+        for e in range(epochs):
+            finetune(new, x, y, epochs=1, lr=lr * lr_decay**e, batch_size=batch_size,
+                     generator=generator)
         return new
 
     def prune(self, model, x_clean, y_clean, *, layer: str | None = None,
