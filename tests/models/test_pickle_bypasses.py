@@ -38,6 +38,8 @@ from advkit.testing.corpus import (
     torch_zip,
     zip_cases,
 )
+from advkit.testing.corpus.benign import _estimators as benign_estimators
+from advkit.testing.corpus.joblib_cases import _F8, _WRAPPER, _wrapper_state
 
 _pickle = pickle_of
 _npy_with_pickle = npy_with_pickle
@@ -161,16 +163,6 @@ def test_an_unknown_global_handed_to_a_known_helper_that_calls_it_is_dangerous(v
 
 # --- joblib: the scan must read the bytes exactly as joblib does --------------------------------
 
-_WRAPPER = G("joblib.numpy_pickle", "NumpyArrayWrapper")
-_F8 = (3, "<", None, None, None, -1, -1, 0)
-
-
-def _wrapper_state(dtype, shape, align=None) -> dict:
-    state = {"subclass": G("numpy", "ndarray"), "shape": shape, "order": "C", "dtype": dtype,
-             "allow_mmap": False}
-    if align is not None:
-        state["numpy_array_alignment_bytes"] = align
-    return state
 
 
 def _gzip_open(tmp_path) -> bytes:
@@ -348,45 +340,20 @@ def test_unreadable_zip_members_give_a_dangerous_verdict_not_a_crash(tmp_path, c
 
 
 def _estimators():
+    """The corpus's benign estimators and the meta-estimators whose pickles nest others."""
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.cluster import KMeans
     from sklearn.compose import ColumnTransformer
-    from sklearn.decomposition import PCA
-    from sklearn.ensemble import (
-        AdaBoostClassifier,
-        ExtraTreesClassifier,
-        GradientBoostingClassifier,
-        HistGradientBoostingClassifier,
-        IsolationForest,
-        RandomForestClassifier,
-        StackingClassifier,
-        VotingClassifier,
-    )
-    from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier
+    from sklearn.ensemble import StackingClassifier, VotingClassifier
+    from sklearn.linear_model import LogisticRegression as lr
     from sklearn.model_selection import GridSearchCV
     from sklearn.naive_bayes import GaussianNB
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
-    from sklearn.svm import SVC, LinearSVC
+    from sklearn.svm import SVC
     from sklearn.tree import DecisionTreeClassifier
 
-    lr = LogisticRegression
     return {
-        "logreg": lr(), "forest": RandomForestClassifier(n_estimators=3, random_state=0),
-        "gboost": GradientBoostingClassifier(n_estimators=3),
-        "extra": ExtraTreesClassifier(n_estimators=3),
-        "histgb": HistGradientBoostingClassifier(max_iter=3), "svc": SVC(probability=True),
-        "knn": KNeighborsClassifier(n_neighbors=3),
-        "kdtree": KNeighborsClassifier(n_neighbors=3, algorithm="kd_tree"),
-        "mlp": MLPClassifier(hidden_layer_sizes=(5,), max_iter=20, random_state=0),
-        "tree": DecisionTreeClassifier(),
-        "pipeline": Pipeline([("s", StandardScaler()), ("lr", lr())]),
-        "pca-pipe": make_pipeline(PCA(2), LinearSVC()), "ada": AdaBoostClassifier(n_estimators=3),
-        "nb": GaussianNB(), "ridge": Ridge(), "kmeans": KMeans(n_clusters=3, n_init=1, random_state=0),
-        "sgd": SGDClassifier(loss="log_loss", random_state=0), "iforest": IsolationForest(
-            n_estimators=3, random_state=0),
+        **benign_estimators(), "svc": SVC(probability=True),
         "grid": GridSearchCV(lr(), {"C": [0.1, 1.0]}, cv=2),
         "stack": StackingClassifier([("a", lr()), ("t", DecisionTreeClassifier())], cv=2),
         "vote": VotingClassifier([("a", lr()), ("n", GaussianNB())], voting="soft"),
