@@ -3,6 +3,7 @@ misbehave, each made in code (no fixtures on disk), and the tables of spec and d
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import zipfile
 from pathlib import Path
@@ -68,6 +69,32 @@ def write_raw_zip(path: Path, members: dict[str, bytes]) -> Path:
     with zipfile.ZipFile(path, "w") as z:
         for name, blob in members.items():
             z.writestr(name, blob)
+    return path
+
+
+def npy_header(shape: tuple, descr: str = "<f8") -> bytes:
+    """A .npy header (format 1.0) declaring ``shape`` and ``descr``, without the data."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue()
+
+
+def lying_npz(shape: tuple, data: bytes = bytes(16)) -> dict[str, bytes]:
+    """Members of an .npz whose 'x' header declares ``shape`` (float64) over ``data`` only."""
+    return {"x.npy": npy_header(shape) + data, "y.npy": npy_header((2,), "<i8") + bytes(16)}
+
+
+def write_zip_bomb(path: Path, size: int) -> Path:
+    """An .npz whose 'x.npy' is a valid uint8 array of ``size`` zeros, DEFLATE-compressed to
+    about size / 1000 bytes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("x.npy", "w") as f:
+            f.write(npy_header((size,), "|u1"))
+            chunk = bytes(1 << 20)
+            for _ in range(size >> 20):
+                f.write(chunk)
+        z.writestr("y.npy", npy_header((2,), "<i8") + bytes(16))
     return path
 
 
@@ -175,6 +202,8 @@ SPECS = {
     "bad-attack-param": (_attack(name="pgd", params={"steps": -1}), "steps"),
     "attack-param-type": (_attack(name="pgd", params={"steps": "ten"}), "steps"),
     "attack-param-string-number": (_attack(name="pgd", params={"step_size": "x"}), "a number"),
+    "attack-param-bool-string": (_attack(name="pgd", params={"random_start": "yes"}),
+                                 "random_start='yes': expected true or false"),
     "bad-norm": (_attack(norm="l3"), "norm"),
     "ensemble-eps-zero": (spec_yaml(attacks=DROP, ensemble={"eps": [0.0]}), "> 0"),
     "ensemble-version": (spec_yaml(ensemble={"version": "x"}), "version"),
@@ -242,6 +271,10 @@ DATA = {
     "npz-x-test-shape": (_npz_with(x_test=np.zeros((5, 3)), y_test=Y[:5]), "same per sample"),
     "npz-string-x": (_npz_with(x=np.array(["a"] * 40)), "must be numeric"),
     "npz-complex-x": (_npz_with(x=X.astype(complex)), "must be numeric"),
+    "npz-huge-declared-shape": (_raw_zip(lying_npz((10**6, 10**6))), "over the limit"),
+    "npz-shape-overflows": (_raw_zip(lying_npz((2**62, 2**62))), "over the limit"),
+    "npz-negative-dimension": (_raw_zip(lying_npz((-2, 4))), "negative dimension"),
+    "npz-truncated-member": (_raw_zip(lying_npz((40, 4))), "holds 16 bytes"),
     "npz-garbage-bytes": (_bytes("data.npz", b"\x00garbage" * 50), "cannot read"),
     "npz-single-array": (_bytes("data.npz", b""), "cannot read"),
     "npz-long-name": (lambda d: {"path": str(d / long_name(".npz"))}, "too long"),

@@ -20,6 +20,7 @@ from advkit import registry
 from advkit.cli.main import run
 from advkit.errors import (
     AdvkitError,
+    DataFormatError,
     InputContractError,
     InvalidParameterError,
     ModelBehaviorError,
@@ -100,6 +101,21 @@ def test_npz_is_never_unpickled(tmp_path, monkeypatch):
     with pytest.raises(AdvkitError, match="without unpickling"):
         load(mb.write_npz(tmp_path / "d.npz", x=mb.OBJECT, y=mb.Y))
     assert seen and all(k.get("allow_pickle") is False for k in seen)
+
+
+def test_npz_decompression_bomb_is_refused_unread(tmp_path, monkeypatch):
+    from advkit.data import load
+
+    bomb = mb.write_zip_bomb(tmp_path / "bomb.npz", 16 << 20)  # 16 MiB of zeros in ~16 KiB
+    assert bomb.stat().st_size < 100_000
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("the bomb was decompressed"))
+    monkeypatch.setenv("ADVKIT_NPZ_MAX_BYTES", str(1 << 20))
+    with pytest.raises(DataFormatError, match=r"'x\.npy' decompresses to 16,777,.* limit of "
+                                               r"1,048,576 bytes.*ADVKIT_NPZ_MAX_BYTES"):
+        load(bomb)
+    monkeypatch.setenv("ADVKIT_NPZ_MAX_BYTES", "lots")
+    with pytest.raises(InvalidParameterError, match="ADVKIT_NPZ_MAX_BYTES"):
+        load(bomb)
 
 
 # ------------------------------------------------------------------------------- output paths
@@ -217,10 +233,18 @@ def test_misbehaving_model_api(make, needle):
         check_input_dependence(target, XS)
 
 
-def test_model_without_gradient_path_is_named():
-    target = TorchTarget(contract=C, model=mb.Detached(4, 3).eval())
+GRADIENT_ATTACKS = [e.name for e in registry.entries("evasion") if "gradients" in e.cls.requires]
+
+
+@pytest.mark.parametrize("name", GRADIENT_ATTACKS)
+def test_model_without_gradient_path_is_named(name):
+    """Attacks that differentiate the scores themselves (cw, deepfool, jsma, patch, universal)
+    give the same typed error as those using ``input_grad``, not a raw torch error."""
+    image = InputContract(shape=(1, 8, 8), n_classes=3)  # patch needs images, jsma 3+ steps
+    target = TorchTarget(contract=image, model=mb.Detached(64, 3).eval())
     with pytest.raises(ModelBehaviorError, match="no gradient path"):
-        registry.create("fgsm", eps=0.1).attack(target, XS, YS)
+        registry.create(name).attack(target, torch.rand(6, 1, 8, 8), YS,
+                                     generator=torch.Generator().manual_seed(0))
 
 
 # ------------------------------------------------------------------------------- Python API
@@ -281,6 +305,9 @@ API = {
                              InputContractError),
     "inputs-wrong-shape": (lambda: _target().labels(torch.rand(2, 5)), InputContractError),
     "seed-2**70-api": (lambda: check_seed("seed", 2**70), InvalidParameterError),
+    "bool-param-string-api": (lambda: registry.create("pgd", eps=0.1, random_start="yes"),
+                              InvalidParameterError),
+    "bool-param-int-api": (lambda: registry.create("pgd", early_stop=1), InvalidParameterError),
     "data-long-name-api": (lambda: __import__("advkit.data").data.load(mb.long_name(".npz")),
                            InvalidParameterError),
 }
@@ -304,6 +331,30 @@ def test_messages_never_quote_huge_values():
     err = InvalidParameterError("x", list(range(10**6)), "something small")
     assert len(str(err)) < 300
     assert len(str(InvalidParameterError("x", "y" * 10**6, "z"))) < 300
+
+
+@pytest.mark.parametrize("fail", ["write", "replace"])
+def test_report_is_all_or_nothing(tmp_path, monkeypatch, fail):
+    """A failure writing report.json leaves no report.html behind (and no temporary file)."""
+    import advkit.report.json as rj
+    from advkit.audit.report import Report
+    from advkit.report import write_report
+
+    def broken(real):
+        def call(*args, **kwargs):
+            if "report.json" in str(args[-1 if fail == "replace" else 0]):
+                raise OSError(28, "No space left on device")
+            return real(*args, **kwargs)
+        return call
+
+    if fail == "write":
+        monkeypatch.setattr(rj, "_write_temp", broken(rj._write_temp))
+    else:
+        monkeypatch.setattr(rj.os, "replace", broken(os.replace))
+    out = tmp_path / "out"
+    with pytest.raises(InvalidParameterError, match="no space left"):
+        write_report(Report(manifest={}, model={}, dataset={}), out)
+    assert list(out.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------- what does run

@@ -10,7 +10,7 @@ import builtins
 import importlib
 import inspect
 import pkgutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 
 from advkit.errors import InvalidParameterError
 
@@ -83,9 +83,29 @@ def get(name: str) -> Entry:
     return _REGISTRY[name]
 
 
+_BOOL_TYPES = {"bool": False, "bool | None": True, "None | bool": True,
+               "Optional[bool]": True, bool: False}
+
+
+def check_bool_params(cls: type, params: dict) -> None:
+    """Refuse a non-bool value for a field of ``cls`` annotated ``bool`` (or ``bool | None``):
+    ``random_start="yes"`` from a spec would otherwise be truthy and silently mean True."""
+    for f in fields(cls):
+        if f.name not in params or f.type not in _BOOL_TYPES:
+            continue
+        value = params[f.name]
+        if not isinstance(value, bool) and not (value is None and _BOOL_TYPES[f.type]):
+            allowed = "true or false" + (" or null" if _BOOL_TYPES[f.type] else "")
+            raise InvalidParameterError(f.name, value, f"{allowed} (a boolean, not a "
+                                        f"{type(value).__name__}; in a YAML spec, unquoted)")
+
+
 def create(name: str, **params):
-    """Build the registered class ``name`` with keyword parameters."""
+    """Build the registered class ``name`` with keyword parameters; a bool-typed parameter must be
+    given a bool (InvalidParameterError otherwise)."""
     entry = get(name)
+    if is_dataclass(entry.cls):
+        check_bool_params(entry.cls, params)
     try:
         return entry.cls(**params)
     except TypeError as exc:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from advkit.errors import InputContractError, InvalidParameterError, ModelBehaviorError
+from advkit.errors import InputContractError, InvalidParameterError
 from advkit.evaluation.metrics import (
     Proportion,
     attack_success_rate,
@@ -23,7 +23,7 @@ from advkit.evaluation.metrics import (
     targeted_success_rate,
 )
 from advkit.goals import Targeted, Untargeted
-from advkit.targets.base import Target
+from advkit.targets.base import Target, no_gradient_path
 from advkit.threats import LpBall, check_eps, lp_norm
 
 
@@ -106,13 +106,21 @@ def input_grad(
         loss = loss_fn(logits, labels)
         if sign != 1.0:
             loss = loss * sign
-        (grad,) = torch.autograd.grad(loss.sum(), xg, allow_unused=True)
-    if grad is None:
-        raise ModelBehaviorError(
-            f"the model {target.model_name} has no gradient path from its input to its "
-            "scores (its forward detaches or leaves the input out); gradient attacks cannot run: "
-            "use a black-box attack (square) or make the forward differentiable")
+        grad = grad_of(target, loss.sum(), xg)
     return grad, logits.detach(), loss.detach()
+
+
+def grad_of(target: Target, output: torch.Tensor, wrt: torch.Tensor, *,
+            retain_graph: bool = False) -> torch.Tensor:
+    """``torch.autograd.grad(output, wrt)`` for an attack that differentiates the scores of
+    ``target`` itself; ModelBehaviorError (not a raw torch error) when the model's scores have no
+    gradient path back to ``wrt``."""
+    if not output.requires_grad:
+        raise no_gradient_path(target.model_name)
+    (grad,) = torch.autograd.grad(output, wrt, retain_graph=retain_graph, allow_unused=True)
+    if grad is None:
+        raise no_gradient_path(target.model_name)
+    return grad
 
 
 def take_rows_(dst: torch.Tensor, src: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

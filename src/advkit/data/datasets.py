@@ -28,6 +28,7 @@ import torch
 from advkit.data import tabular
 from advkit.data.idx import read_idx
 from advkit.data.info import Dataset, DatasetInfo
+from advkit.data.npz_limits import check_npz
 from advkit.data.tabular import stratified_split, to_dataset
 from advkit.errors import (
     AdvkitWarning,
@@ -325,6 +326,7 @@ def _cached(name: str, sources: list[Path], read: Callable[[], dict[str, np.ndar
     path = cache_directory(cache_dir) / f"{name}-{h.hexdigest()[:16]}.npz"
     if path.is_file():
         try:
+            check_npz(path)  # a tampered cache file is no decompression bomb either
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in _SPLIT_KEYS}
             _check_images(arrays, str(path))

@@ -13,6 +13,7 @@ import importlib.util
 import math
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from advkit.data.info import Dataset, DatasetInfo
+from advkit.data.npz_limits import check_npz, max_bytes
 from advkit.errors import (
     AdvkitWarning,
     DataFormatError,
@@ -236,7 +238,10 @@ _NPZ_HINT = "save plain numeric arrays with numpy.savez(path, x=..., y=...)"
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays ``x``, ``y`` (and ``x_test``, ``y_test`` when present); never unpickles."""
+    limit = max_bytes()  # a bad $ADVKIT_NPZ_MAX_BYTES is named as such, not as a bad file
     try:
+        if zipfile.is_zipfile(path):  # a single .npy is refused below; a bomb never decompresses
+            check_npz(path, limit)
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
             raise DataFormatError(f"{path} holds a single array, not a .npz archive; {_NPZ_HINT}")
@@ -252,7 +257,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             arrays = {k: z[k] for k in ("x", "y", "x_test", "y_test") if k in keys}
     except DataFormatError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, RuntimeError) as exc:  # corrupt, unsupported or encrypted zip
         raise DataFormatError(f"cannot read {path} as .npz without unpickling ({exc}); "
                               f"{_NPZ_HINT}") from exc
     for k, a in arrays.items():  # numpy hands back a member that is not .npy data as raw bytes

@@ -10,7 +10,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from advkit.report.json import ReportFormatError, load_json, to_json, write_json
+from advkit.paths import path_error
+from advkit.report.json import (
+    ReportFormatError,
+    load_json,
+    to_json,
+    write_json,
+    write_texts_atomic,
+)
 from advkit.report.markdown import render_markdown
 
 if TYPE_CHECKING:
@@ -29,17 +36,24 @@ def __getattr__(name: str) -> Any:
 
 
 def write_report(report: Report, out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Write ``report.html`` and ``report.json`` into ``out_dir`` (created if needed).
+    """Write ``report.html`` and ``report.json`` into ``out_dir`` (created if needed), all or
+    nothing: both are rendered, then written to temporary files, then renamed into place, so a
+    failure leaves neither file half-written nor one without the other.
 
     Returns ``{"html": Path, "json": Path, "markdown": str}``; the Markdown summary is returned,
-    not written, so a caller can print it to a log.
+    not written, so a caller can print it to a log. An OS error (disk full, no permission) is an
+    ``InvalidParameterError`` naming ``out_dir`` and the fix.
     """
-    from advkit.report.html import write_html
+    from advkit.report.html import render_html
 
     out = Path(out_dir)
-    return {"html": write_html(report, out / "report.html"),
-            "json": write_json(report, out / "report.json"),
-            "markdown": render_markdown(report)}
+    html, js = out / "report.html", out / "report.json"
+    texts = {html: render_html(report), js: to_json(report)}
+    try:
+        write_texts_atomic(texts)
+    except OSError as exc:
+        raise path_error("out_dir", out, exc) from exc
+    return {"html": html, "json": js, "markdown": render_markdown(report)}
 
 
 __all__ = ["write_json", "to_json", "load_json", "render_html", "write_html", "render_markdown",

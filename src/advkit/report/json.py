@@ -75,16 +75,43 @@ def load_json(path: str | os.PathLike) -> dict[str, Any]:
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` via a temporary file and a rename, so a crash never
     leaves a half-written report behind."""
+    return write_texts_atomic({Path(path): text})[0]
+
+
+def write_texts_atomic(files: dict[Path, str]) -> list[Path]:
+    """Write each text (UTF-8) to its path, all or nothing: every text first goes to a temporary
+    file in its path's folder, and only when all are written is each renamed over its path
+    (``os.replace``). On a failure the temporary files are removed, and so are the files this
+    call already renamed into place, so no mixed set of old and new files is left behind."""
+    temps: dict[Path, str] = {}
+    placed: list[Path] = []
+    try:
+        for path, text in files.items():
+            temps[path] = _write_temp(path, text)
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+            placed.append(path)
+    except BaseException:
+        for path, tmp in temps.items():
+            if path not in placed:
+                Path(tmp).unlink(missing_ok=True)
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
+    return list(files)
+
+
+def _write_temp(path: Path, text: str) -> str:
+    """``text`` in a new temporary file next to ``path`` (parent folders created); its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return tmp
 
 
 def _finite(obj: Any) -> Any:
@@ -103,4 +130,4 @@ def _no_constant(name: str) -> Any:
 
 
 __all__ = ["SUPPORTED_SCHEMA_VERSIONS", "ReportFormatError", "report_dict", "to_json", "write_json",
-           "load_json", "write_text_atomic"]
+           "load_json", "write_text_atomic", "write_texts_atomic"]

@@ -300,6 +300,15 @@ def check_scores(scores, n: int, n_classes: int, who: str = "model",
     return scores
 
 
+def no_gradient_path(model_name: str) -> ModelBehaviorError:
+    """The error for a model whose scores have no gradient path to its input (one message for
+    the target's own check and for every attack that differentiates)."""
+    return ModelBehaviorError(
+        f"the model {model_name} has no gradient path from its input to its scores (its forward "
+        "detaches, rounds or leaves the input out); gradient attacks cannot run: use a black-box "
+        "attack (square) or make the forward differentiable")
+
+
 def check_input_dependence(target: Target, x: torch.Tensor, *,
                            generator: torch.Generator | None = None, rtol: float = 1e-6) -> None:
     """Raise ModelBehaviorError when ``target`` answers the same scores for the inputs ``x`` and

@@ -16,7 +16,13 @@ from advkit.errors import (
     ModelBehaviorError,
     short,
 )
-from advkit.targets.base import Capabilities, Target, check_scores, looks_like_probabilities
+from advkit.targets.base import (
+    Capabilities,
+    Target,
+    check_scores,
+    looks_like_probabilities,
+    no_gradient_path,
+)
 
 # failures of the machine, not of the model: never reported as the model misbehaving
 _NOT_THE_MODEL = (AdvkitError, MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
@@ -109,11 +115,7 @@ class TorchTarget(Target):
                 self.model.train(True)
         check_scores(out, x.shape[0], self.contract.n_classes, f"model {self.model_name}", x)
         if grad and not out.requires_grad:
-            raise ModelBehaviorError(
-                f"the model {self.model_name} returned scores with no gradient path to its input (its "
-                "forward detaches, rounds or leaves the input out); gradient attacks cannot run: "
-                "use a black-box attack (square) or make the forward differentiable"
-            )
+            raise no_gradient_path(self.model_name)
         if not self._output_checked:
             self._check_output(out, x.shape[0])
         if self.output == "probabilities":

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import EvasionAttack, Perturbed
+from advkit.attacks.base import EvasionAttack, Perturbed, grad_of
 from advkit.errors import InvalidParameterError, check_range
 from advkit.registry import register
 
@@ -117,6 +117,8 @@ class CarliniWagnerL2(EvasionAttack):
                     mg = margin(logits, lab, goal.targeted)
                     l2sq = (xa - x0).flatten(1).pow(2).sum(1)
                     loss = l2sq + c * mg.clamp_min(-self.kappa)
+                    if passes == 0:  # the l2 term alone always has a gradient: check the model
+                        grad_of(target, mg.sum(), wg, retain_graph=True)
                     (g,) = torch.autograd.grad(loss.sum(), wg)
                 passes, evals = passes + 1, evals + idx.numel()
                 xa, loss, l2 = xa.detach(), loss.detach(), l2sq.detach().sqrt()

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import EvasionAttack, Perturbed
+from advkit.attacks.base import EvasionAttack, Perturbed, grad_of
 from advkit.attacks.evasion.cw import adam_step, bcast, from_tanh, margin, reached, to_tanh
 from advkit.errors import InvalidParameterError, check_range
 from advkit.registry import register
@@ -70,7 +70,7 @@ class CarliniWagnerLinf(EvasionAttack):
             with torch.enable_grad():
                 xa = from_tanh(wg, aa, aa + ss)
                 mg = margin(target.logits(xa, check=False), lab, goal.targeted)
-                (g,) = torch.autograd.grad(mg.clamp_min(-self.kappa).sum(), wg)
+                g = grad_of(target, mg.clamp_min(-self.kappa).sum(), wg)
             passes += 1
             xa, mg = xa.detach(), mg.detach()
             was_done = done[idx]

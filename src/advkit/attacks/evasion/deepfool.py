@@ -35,7 +35,7 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import EvasionAttack, Perturbed
+from advkit.attacks.base import EvasionAttack, Perturbed, grad_of
 from advkit.errors import check_range
 from advkit.registry import register
 from advkit.threats import parse_norm
@@ -109,7 +109,7 @@ class DeepFool(EvasionAttack):
                 grads = []
                 for j in range(f.shape[1]):
                     last = j == f.shape[1] - 1
-                    (gj,) = torch.autograd.grad(f[:, j].sum(), xi, retain_graph=not last)
+                    gj = grad_of(target, f[:, j].sum(), xi, retain_graph=not last)
                     grads.append(gj.flatten(1))
                     passes += 1
             w = torch.stack(grads, 1)

@@ -27,7 +27,7 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import EvasionAttack, Perturbed
+from advkit.attacks.base import EvasionAttack, Perturbed, grad_of
 from advkit.errors import InvalidParameterError, check_range
 from advkit.registry import register
 
@@ -103,8 +103,8 @@ class JSMA(EvasionAttack):
                 if not still.any():  # every remaining sample reached the goal
                     break
                 zt = lg.gather(1, tgt[idx, None]).sum()
-                (ga,) = torch.autograd.grad(zt, xi, retain_graph=True)
-                (gs,) = torch.autograd.grad(lg.sum(), xi)
+                ga = grad_of(target, zt, xi, retain_graph=True)
+                gs = grad_of(target, lg.sum(), xi)
             passes += 2
             a = ga.flatten(1)
             p, q, has = _best_pairs(a, gs.flatten(1) - a, dom[idx], sign)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from advkit.attacks.base import EvasionAttack, Perturbed, ce_loss
+from advkit.attacks.base import EvasionAttack, Perturbed, ce_loss, grad_of
 from advkit.errors import IncompatibleTargetError, InvalidParameterError, check_range
 from advkit.evaluation.metrics import Proportion, attack_success_rate, targeted_success_rate
 from advkit.goals import Untargeted
@@ -147,6 +147,6 @@ class Patch(EvasionAttack):
                 xa, _, _ = paste_random(xi[idx], ps, generator)
                 loss = sign * ce_loss(target.logits(xa.reshape((-1,) + x.shape[1:]), check=False),
                                       labels[idx]).mean()
-                (g,) = torch.autograd.grad(loss, p)
+                g = grad_of(target, loss, p)
             patch = (patch + self.step_size * (hi - lo) * g.sign()).clamp(lo, hi)
         return patch

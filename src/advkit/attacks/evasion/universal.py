@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from advkit.attacks.base import EvasionAttack, Perturbed
+from advkit.attacks.base import EvasionAttack, Perturbed, grad_of
 from advkit.errors import InvalidParameterError, check_range
 from advkit.evaluation.metrics import Proportion, proportion, proportion_of
 from advkit.goals import Untargeted
@@ -150,7 +150,7 @@ class Universal(EvasionAttack):
             xs = xa.expand((k,) + x0.shape[1:]).clone().requires_grad_(True)
             with torch.enable_grad():  # row j differentiates logit j: the whole Jacobian at once
                 logits = target.logits(xs, check=False)
-                (jac,) = torch.autograd.grad(logits.diagonal().sum(), xs)
+                jac = grad_of(target, logits.diagonal().sum(), xs)
             used += k
             f = logits[0].detach()
             pred = int(f.argmax())
