@@ -97,8 +97,10 @@ def _benign_jit(i: int):
         shape = _ZOO[(i // 2) % len(_ZOO)][1]
     else:
         make, full = stacks[(i - 10) // 2 % len(stacks)]
-        torch.manual_seed(i)
-        model, shape = make(), full[1:]
+        with torch.random.fork_rng():  # the caller's global stream is restored afterwards
+            torch.manual_seed(i)  # safe: scoped by fork_rng; nn layers draw their init from it
+            model = make()
+        shape = full[1:]
     x = torch.rand(2, *shape, generator=g)
     return model.eval(), x
 
