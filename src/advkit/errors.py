@@ -6,6 +6,7 @@ CLI prints it without a traceback and exits 2.
 
 from __future__ import annotations
 
+import math
 import re
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed and numpy take seeds below 2**63
@@ -63,6 +64,22 @@ class ModelBehaviorError(InputContractError):
 
 class NonFiniteScoresError(ModelBehaviorError):
     """A model returned NaN or infinite scores for finite inputs."""
+
+
+class ModelInputShapeError(ModelBehaviorError):
+    """A model's forward refused inputs of the data's shape (flat features into a CNN, images
+    into a model for flat features, the wrong number of channels); the message names the shape
+    it was given and how to reshape the data."""
+
+
+def image_layouts(size: int) -> list[tuple[int, int, int]]:
+    """Square image layouts ``(channels, side, side)`` (1 or 3 channels) of ``size`` values."""
+    out = []
+    for c in (1, 3):
+        side = math.isqrt(size // c) if size % c == 0 else 0
+        if side > 1 and side * side * c == size:
+            out.append((c, side, side))
+    return out
 
 
 class UnsafeModelError(AdvkitError):

@@ -56,7 +56,12 @@ def test_npz_tabular_split_is_seeded_stratified_and_a_partition(tmp_path):
     np.savez(tmp_path / "t.npz", x=x, y=y)
     a, b = load(tmp_path / "t.npz"), load(tmp_path / "t.npz")
     assert a.sha256() == b.sha256()
-    assert a.info.kind == "tabular" and a.info.shape == (4,) and a.info.bounds == (0.0, 1.0)
+    assert a.info.kind == "tabular" and a.info.shape == (4,)
+    fs = a.info.feature_space  # per-feature bounds: each column's own range, float32 values
+    x32 = x.astype(np.float32).astype(np.float64)
+    assert fs.lo == tuple(x32.min(0)) and fs.hi == tuple(x32.max(0))
+    assert a.info.bounds == (min(fs.lo), max(fs.hi))
+    assert a.info.preprocessing == {"kind": "none"}
     assert a.info.feature_names == ("x0", "x1", "x2", "x3")
     assert a.info.feature_types == ("continuous",) * 4
     assert [int((a.y_test == c).sum()) for c in range(3)] == [5, 3, 2]
@@ -140,7 +145,7 @@ def test_csv_round_trip(csv_path):
     path, df = csv_path
     ds = load(path, label_column="species")
     info = ds.info
-    assert info.kind == "tabular" and info.bounds == (0.0, 1.0)
+    assert info.kind == "tabular" and info.preprocessing == {"kind": "none"}
     assert info.class_names == ("cat", "dog", "fox")  # sorted
     assert info.feature_names == ("a", "color=blue", "color=green", "color=red", "b", "flag")
     assert info.feature_types == ("continuous", "binary", "binary", "binary", "continuous",
@@ -157,10 +162,21 @@ def test_csv_round_trip(csv_path):
     assert ((x[:, 3] == 1).numpy() == (names == "fox")).all()
     assert ((x[:, 2] == 1).numpy() == (names == "cat")).all()
     assert torch.equal(x[:, 1:4].sum(1), torch.ones(len(x)))
-    # min-max from train statistics: train spans exactly [0, 1], test clipped into it
-    assert ds.x_train[:, 0].min() == 0 and ds.x_train[:, 0].max() == 1
-    assert ds.x_test.min() >= 0 and ds.x_test.max() <= 1
-    torch.testing.assert_close(x[:, 0], x[:, 4], atol=1e-6, rtol=0)
+    # no silent scaling: the columns keep their values; the categorical column is a one-hot group
+    order = np.argsort(df["a"].to_numpy())
+    torch.testing.assert_close(torch.sort(x[:, 0]).values,
+                               torch.tensor(df["a"].to_numpy()[order], dtype=torch.float32))
+    fs = info.feature_space
+    assert fs.one_hot == ((1, 2, 3),) and fs.integer == () and fs.immutable == ()
+    assert fs.lo[0] == float(x[:, 0].min()) and fs.hi[4] == float(x[:, 4].max())
+    assert (fs.lo[5], fs.hi[5]) == (0.0, 1.0)
+    # min-max on request, from train statistics: train spans exactly [0, 1], test clipped into it
+    mm = load(path, label_column="species", preprocessing="minmax")
+    assert mm.info.preprocessing["kind"] == "minmax"
+    assert mm.x_train[:, 0].min() == 0 and mm.x_train[:, 0].max() == 1
+    assert mm.x_test.min() >= 0 and mm.x_test.max() <= 1
+    xm = torch.cat([mm.x_train, mm.x_test])
+    torch.testing.assert_close(xm[:, 0], xm[:, 4], atol=1e-6, rtol=0)
     assert load(path, label_column="species").sha256() == ds.sha256()
     assert load(path, label_column="species", rng_seed=9).sha256() != ds.sha256()
 

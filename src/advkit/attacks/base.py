@@ -149,9 +149,17 @@ class EvasionAttack:
     name: ClassVar[str] = "evasion"
     family: ClassVar[str] = "evasion"
     requires: ClassVar[frozenset[str]] = frozenset({"gradients"})
-    # an attack that needs less of the target, named when the target lacks a capability
+    # the attack named first when the target lacks a capability (only if the target can run it:
+    # ``suggestion`` names registered attacks whose ``requires`` the target meets, or none)
     suggest: ClassVar[str | None] = "square"
     minimum_norm: ClassVar[bool] = False  # minimum-norm attacks report the norm they found
+
+    def suggestion(self, capabilities) -> str:
+        """What to try on a target with ``capabilities`` that cannot run this attack: the
+        registered attacks it can run (``suggest`` first), or that none is registered yet."""
+        from advkit.attacks.support import alternatives
+
+        return alternatives(capabilities, prefer=self.suggest, family=self.family)
 
     @property
     def threat(self) -> LpBall | None:
@@ -181,7 +189,7 @@ class EvasionAttack:
     def attack(
         self, target: Target, x, y, *, goal=None, generator: torch.Generator | None = None
     ) -> EvasionResult:
-        target.require(self.requires, f"the {self.name} attack", self.suggest)
+        target.require(self.requires, f"the {self.name} attack", hint=self.suggestion)
         check_generator(generator)
         x = target.check_inputs(x).detach()
         if x.shape[0] == 0:
@@ -202,6 +210,9 @@ class EvasionAttack:
         if self.threat is not None:
             x_adv = self.threat.project(x_adv, x)
         x_adv = x_adv.clamp(*target.contract.bounds)
+        space = target.feature_space
+        if space is not None:  # tabular constraints: immutable, integer, one-hot (final projection)
+            x_adv = space.project(x_adv, x, self.threat)
         with torch.no_grad():
             clean_pred = (
                 out.clean_pred if out.clean_pred is not None else target.labels(x, check=False)

@@ -17,6 +17,7 @@ from advkit.audit.report import Image, Plot, Report, ScenarioResult, Section, Se
 from advkit.evaluation import checks
 from advkit.evaluation.metrics import proportion
 from advkit.evaluation.worst_case import broken_within, group_scenarios, worst_case_points
+from advkit.report.markdown import eps_header
 
 
 def _norm(s) -> str:
@@ -121,7 +122,7 @@ def curve_plots(report: Report, y: torch.Tensor, clean_pred: torch.Tensor) -> li
     return [
         Plot(
             title=f"Robust accuracy against {norm} eps (95 % Wilson bands)",
-            xlabel="eps",
+            xlabel=eps_header(report.dataset),
             ylabel="robust accuracy",
             series=series,
             ylim=(0.0, 1.0),
@@ -223,7 +224,7 @@ def ensemble_table(report: Report) -> Table | None:
         return None
     return Table(
         columns=[
-            "eps",
+            eps_header(report.dataset),
             "attack",
             "points attacked",
             "points broken",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -15,21 +16,24 @@ import torch
 
 from advkit import registry
 from advkit.audit import evasion_report
+from advkit.audit.capabilities import check_subject
 from advkit.audit.manifest import build_manifest, sha256_state_dict
 from advkit.audit.plan import Scenario, check_budgets, make_plan, norm_label
 from advkit.audit.progress import stage_progress
 from advkit.audit.report import Report, ScenarioResult
 from advkit.audit.spec import AuditSpec, requested_budgets
 from advkit.audit.store import Store, check_store
+from advkit.audit.tabular_report import add_tabular_section, feature_changes
 from advkit.data import Dataset
 from advkit.evaluation.metrics import attack_success_rate, proportion
 from advkit.paths import check_path, prepare_out_dir
 from advkit.targets.base import Target, check_input_dependence
+from advkit.targets.features import FeatureSpaceTarget
 from advkit.threats import LpBall
 
 log = logging.getLogger("advkit.audit")
 N_EXAMPLES = 8
-STORE_VERSION = 3  # bump when the scenario record format changes
+STORE_VERSION = 4  # bump when the scenario record format changes
 
 
 @dataclass
@@ -41,30 +45,52 @@ class AuditSubject:
     model_info: dict
     model_sha256: str
 
+    def test_inputs(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` test points and labels, as the target takes them (tabular data: in
+        per-feature unit space), checked against its contract."""
+        t, ds = self.target, self.dataset
+        x = ds.x_test[:n]
+        x = t.to_unit(x) if isinstance(t, FeatureSpaceTarget) else t.check_inputs(x)
+        return x, t.check_labels(ds.y_test[:n], x.shape[0])
+
 
 def load_subject(spec: AuditSpec, *, progress: bool | None = None) -> AuditSubject:
     from advkit.data import load
     from advkit.models.cache import trained_zoo_model
     from advkit.models.io import load_model, target_for
 
-    ds = load(spec.dataset.name or spec.dataset.path, label_column=spec.dataset.label_column)
-    check_budgets(make_plan(spec), ds.info)  # before any training
+    d = spec.dataset
+    ds = load(d.name or d.path, label_column=d.label_column, preprocessing=d.preprocessing,
+              features=d.features.model_dump() if d.features is not None else None)
+    space = ds.info.feature_space  # tabular: attacks work in per-feature unit space
+    check_budgets(make_plan(spec), ds.info if space is None else
+                  dataclasses.replace(ds.info, bounds=(0.0, 1.0)))  # before any training
     if spec.model.path is not None:
         check_path(spec.model.path, "model.path")
     if spec.model.zoo is not None:
         model, info = trained_zoo_model(ds, spec.model, seed=spec.seed, progress=progress)
         sha = sha256_state_dict(model.state_dict())
     else:
-        loaded = load_model(spec.model.path, trust_pickle=spec.model.trust_pickle,
-                            allow_dangerous=spec.model.allow_dangerous)
+        if spec.model.class_ is not None:  # the user's own code, imported from the spec's folder
+            from advkit.models.user_class import load_user_model
+
+            loaded = load_user_model(spec.model.class_, spec.model.kwargs, spec.model.weights,
+                                     code_dir=spec.model.spec_dir)
+        else:
+            loaded = load_model(spec.model.path, trust_pickle=spec.model.trust_pickle,
+                                allow_dangerous=spec.model.allow_dangerous,
+                                search_paths=[d for d in [spec.model.spec_dir] if d])
         model, sha = loaded.model, loaded.sha256
+        name = spec.model.class_.rpartition(":")[2] if spec.model.class_ else None
         info = {
-            "name": Path(spec.model.path).name,
-            "source": str(spec.model.path),
+            "name": name or Path(spec.model.path).name,
+            "source": str(spec.model.weights or spec.model.path),
             "kind": loaded.kind,
             **loaded.config,
         }
     target = target_for(model, ds, batch_size=spec.evaluation.batch_size)
+    if space is not None:
+        target = FeatureSpaceTarget(target)
     return AuditSubject(ds, target, info, sha)
 
 
@@ -155,6 +181,9 @@ def run_scenario(sc: Scenario, target: Target, x, y, clean_pred, *, seed: int) -
         adv = torch.tensor(rec["adv_pred"])
         rec["robust"] = ((clean_pred == y) & (adv == y)).tolist()
     x_adv = rec.pop("x_adv")
+    changes = feature_changes(target, x, x_adv)
+    if changes is not None:
+        rec["feature_changes"] = changes
     rec["examples_x_adv"] = x_adv[:N_EXAMPLES].reshape(min(N_EXAMPLES, x.shape[0]), -1).tolist()
     rec["seconds"] = time.perf_counter() - t0
     return rec
@@ -214,6 +243,7 @@ def to_scenario_result(rec: dict, clean_pred: torch.Tensor, y: torch.Tensor) -> 
         "extra",
         "minimum_norm",
         "distance_norm",
+        "feature_changes",
     )
     params = {**rec["params"], "norm": rec["norm"]}
     return ScenarioResult(
@@ -242,16 +272,16 @@ def run_audit(
     prepare_out_dir(out_dir, "out_dir")
     check_store(store_path, fresh=not resume)  # a damaged database fails now, not after training
     subject = load_subject(spec, progress=progress)
+    # the plan against what the target answers, before any scenario runs (advkit.audit.capabilities)
+    capability_plan = check_subject(spec, subject)
     ds, target = subject.dataset, subject.target
     n = min(spec.evaluation.n_samples or ds.x_test.shape[0], ds.x_test.shape[0])
-    x, y = ds.x_test[:n], ds.y_test[:n]
-    x = target.check_inputs(x)
-    y = target.check_labels(y, x.shape[0])
+    x, y = subject.test_inputs(n)
     with torch.no_grad():
         clean_pred = target.labels(x, check=False)
     check_input_dependence(target, x, generator=_generator(spec.seed, "input-dependence"))
 
-    plan = make_plan(spec)
+    plan = capability_plan.plan
     data_sha = ds.sha256()
     records = []
     with Store(store_path) as store, stage_progress(len(plan) + 1, "audit", progress) as stages:
@@ -275,6 +305,7 @@ def run_audit(
         with stages.stage("report and validity checks"):
             report = _build_report(spec, subject, records, x, y, clean_pred, n=n,
                                    spec_sha256=spec_sha256, started=started)
+            capability_plan.add_to(report)
         this_run_s = time.time() - started
         store.record_run(run_id, started, this_run_s)
     durations = run_durations(this_run_s, earlier)
@@ -322,4 +353,5 @@ def _build_report(spec, subject, records, x, y, clean_pred, *, n, spec_sha256, s
         rules=spec.verdicts.evasion,
         extra_eps=requested_budgets(spec),
     )
+    add_tabular_section(report)
     return report

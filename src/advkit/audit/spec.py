@@ -6,15 +6,24 @@ bombs) and validated with pydantic; every problem becomes one
 
     seed: 0
     dataset: digits                 # a built-in name, or {path: data.npz} / {path: d.csv, label_column: y}
+    # tabular data: {path: d.csv, label_column: y, preprocessing: none,   # or minmax / standard
+    #                features: {immutable: [age], integer: [children], one_hot: [[a, b, c]],
+    #                           bounds: {income: [0, 1000000]}}}
     model: {zoo: cnn-small, epochs: 30}   # or {path: model_dir_or_file, trust_pickle: false}
                                           # (allow_dangerous: true, with trust_pickle, also loads
                                           # a file the scan calls dangerous: never by default)
+                                          # or {class: "my_net:Net", kwargs: {...},
+                                          #     weights: w.safetensors}: YOUR code, imported
+                                          #     from the spec's folder (advkit.models.user_class)
     evaluation: {n_samples: 360, batch_size: 256}
     attacks:
       - {name: fgsm, norm: inf, eps: [0.0, 0.05, 0.1, 0.2, 0.3]}
       - {name: pgd, norm: inf, eps: [0.0, 0.05, 0.1, 0.2, 0.3], params: {steps: 40}}
       - {name: deepfool, norm: l2}      # minimum-norm attacks run once; eps is not used
     ensemble: {norm: inf, eps: [0.1, 0.3], attacks: [pgd]}   # APGD-CE, APGD-T, then these
+    adapt: false    # true (the built-in default audit): attacks the target cannot run are replaced
+                    # (square) or dropped and the report says so; false: refused before anything
+                    # runs. {enabled: true, params: {square: {n_queries: 5000}}}: replacements' params
     verdicts:                         # the headline verdict (advkit.audit.verdicts); defaults shown
       evasion: {min_ratio_to_clean: 0.5, min_robust_accuracy: 0.0, bound: value, budgets: {}}
     fail_under:                       # CI thresholds (advkit.audit.gate): METRIC[@EPS[/NORM]][:BOUND]
@@ -30,56 +39,26 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from advkit.audit.spec_sections import (  # noqa: F401 - re-exported: the spec's sections
+    DatasetSpec,
+    EvasionVerdictSpec,
+    FeaturesSpec,
+    ModelSpec,
+    VerdictsSpec,
+    _Strict,
+)
 from advkit.audit.yaml_limits import MAX_BYTES, load_yaml
 from advkit.errors import MAX_SEED, AdvkitError, AuditSpecError, short
 from advkit.paths import is_file, path_error
 
 DEFAULT_EPS = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3]
-
-
-class _Strict(BaseModel):
-    # strict: YAML types are kept (no "10" -> 10, 2.0 -> 2, true -> 1); floats must be finite
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-
-class DatasetSpec(_Strict):
-    name: str | None = None
-    path: str | None = None
-    label_column: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.name is None) == (self.path is None):
-            raise ValueError(
-                "give exactly one of 'name' (a built-in dataset) or 'path' (a user file)"
-            )
-        return self
-
-
-class ModelSpec(_Strict):
-    zoo: str | None = None
-    path: str | None = None
-    trust_pickle: bool = False
-    allow_dangerous: bool = False  # only with trust_pickle: also load a file the scan calls dangerous
-    epochs: int = Field(default=30, ge=1, le=1000)
-    lr: float = Field(default=1e-3, gt=0, le=1)
-    batch_size: int = Field(default=64, ge=1)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.zoo is None) == (self.path is None):
-            raise ValueError(
-                "give exactly one of 'zoo' (train a zoo model) or 'path' (a saved model)"
-            )
-        if self.allow_dangerous and not self.trust_pickle:
-            raise ValueError(
-                "allow_dangerous: true only works together with trust_pickle: true (it lets a "
-                "trusted file load even though its scan found dangerous imports)"
-            )
-        return self
 
 
 class AttackSpec(_Strict):
@@ -121,44 +100,14 @@ class EnsembleSpec(_Strict):
         return v
 
 
-class EvasionVerdictSpec(_Strict):
-    """The evasion verdict's rule (``advkit.audit.verdicts``): vulnerable when the worst-case
-    robust accuracy at the judged budget of some norm is below
-    ``max(min_ratio_to_clean * clean accuracy, min_robust_accuracy)``."""
+class AdaptSpec(_Strict):
+    """Adapting the plan to the target's capabilities (``advkit.audit.capabilities``): when
+    ``enabled``, a scenario whose attack the target cannot run is replaced by one it can run at
+    the same budget, or dropped, and the report says which and why; ``params`` holds parameters
+    (other than eps and norm) of the replacement attacks by name."""
 
-    min_ratio_to_clean: float = Field(default=0.5, ge=0, le=1)
-    min_robust_accuracy: float = Field(default=0.0, ge=0, le=1)
-    bound: str = "value"  # value | lower | upper: judge the estimate or a 95 % interval bound
-    budgets: dict[str, float] = Field(default_factory=dict)  # norm -> eps judged (default: largest)
-
-    @field_validator("bound")
-    @classmethod
-    def _bound(cls, v):
-        if v not in ("value", "lower", "upper"):
-            raise ValueError("bound must be 'value' (the estimate), 'lower' or 'upper' (the 95 % "
-                             "Wilson interval's bounds)")
-        return v
-
-    @field_validator("budgets")
-    @classmethod
-    def _budgets(cls, v):
-        from advkit.audit.plan import norm_label
-        from advkit.errors import InvalidParameterError
-
-        out = {}
-        for norm, eps in v.items():
-            try:
-                label = norm_label(norm)
-            except InvalidParameterError:
-                raise ValueError(f"unknown norm {norm!r} (use inf, l2 or l1)") from None
-            if not eps > 0:
-                raise ValueError(f"the budget for {label} must be > 0, got {eps}")
-            out[label] = float(eps)
-        return out
-
-
-class VerdictsSpec(_Strict):
-    evasion: EvasionVerdictSpec = Field(default_factory=EvasionVerdictSpec)
+    enabled: bool = False
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class EvaluationSpec(_Strict):
@@ -174,6 +123,7 @@ class AuditSpec(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     attacks: list[AttackSpec] = Field(default_factory=list)
     ensemble: EnsembleSpec | None = None
+    adapt: AdaptSpec = Field(default_factory=AdaptSpec)
     verdicts: VerdictsSpec = Field(default_factory=VerdictsSpec)
     fail_under: dict[str, float] = Field(default_factory=dict)
 
@@ -181,6 +131,11 @@ class AuditSpec(_Strict):
     @classmethod
     def _dataset_shorthand(cls, v):
         return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("adapt", mode="before")
+    @classmethod
+    def _adapt_shorthand(cls, v):
+        return {"enabled": v} if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _something_to_run(self):
@@ -195,7 +150,8 @@ class AuditSpec(_Strict):
 
 def default_spec() -> AuditSpec:
     """The built-in audit: digits, a cnn-small trained on the fly, FGSM and PGD L∞ over an eps sweep,
-    and the worst-case ensemble (APGD-CE, APGD-T, then PGD) as the verdict."""
+    and the worst-case ensemble (APGD-CE, APGD-T, then PGD) as the verdict; adapted to the target
+    (``adapt``: on a model without gradients, Square replaces what needs them)."""
     return AuditSpec(
         title="advkit default audit: digits / cnn-small",
         seed=0,
@@ -208,6 +164,7 @@ def default_spec() -> AuditSpec:
             ),
         ],
         ensemble=EnsembleSpec(norm="inf", eps=[0.05, 0.1, 0.2, 0.3], attacks=["pgd"]),
+        adapt=AdaptSpec(enabled=True),
     )
 
 
@@ -245,8 +202,27 @@ def parse_spec(data: Any, *, source: str = "spec") -> AuditSpec:
                 f"{source}: unknown attack {short(name)}; known evasion attacks: "
                 f"{', '.join(sorted(known))}"
             )
+    _check_adapt(spec, source)
     _check_scenarios(spec, source)
     return spec
+
+
+def _check_adapt(spec: AuditSpec, source: str) -> None:
+    """Each ``adapt.params`` entry names an evasion attack and builds with its parameters."""
+    from advkit import registry
+
+    known = set(registry.list("evasion"))
+    for name, params in spec.adapt.params.items():
+        if name not in known:
+            raise AuditSpecError(f"{source}: adapt.params: unknown attack {short(name)}; known "
+                                 f"evasion attacks: {', '.join(sorted(known))}")
+        if {"eps", "norm"} & set(params):
+            raise AuditSpecError(f"{source}: adapt.params.{name}: eps and norm come from the "
+                                 "scenario it replaces; remove them")
+        try:
+            registry.create(name, **params)
+        except AdvkitError as exc:
+            raise AuditSpecError(f"{source}: adapt.params.{name}: {exc}") from None
 
 
 def _check_scenarios(spec: AuditSpec, source: str) -> None:
@@ -326,4 +302,9 @@ def load_spec(path: str | Path) -> tuple[AuditSpec, str]:
         if sub.path is not None and not Path(sub.path).is_absolute():
             sub = sub.model_copy(update={"path": str(p.parent / sub.path)})
             spec = spec.model_copy(update={part: sub})
+    model = spec.model
+    if model.weights is not None and not Path(model.weights).is_absolute():
+        model = model.model_copy(update={"weights": str(p.parent / model.weights)})
+    model._spec_dir = str(p.parent.resolve())
+    spec = spec.model_copy(update={"model": model})
     return spec, hashlib.sha256(raw).hexdigest()

@@ -97,6 +97,9 @@ def _detail(res: ScanResult) -> None:
     if res.dangerous and res.format == "torchscript":
         _say("refused code (not on the allow-list of inert operators; TorchScript code "
                    "runs when the file is loaded or called):")
+    elif res.dangerous and res.format == "torch-export":
+        _say("refused content (torch.export.load would unpickle, load native code or evaluate "
+             "it, or the graph would call it):")
     elif res.dangerous:
         _say("dangerous imports (they run when the file is loaded):")
     for name, why in res.dangerous.items():

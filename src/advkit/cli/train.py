@@ -83,11 +83,12 @@ def train(
     from advkit.models.io import save_model
     from advkit.models.train import evaluate_accuracy
     from advkit.models.train import train as fit
-    from advkit.models.zoo import build
+    from advkit.models.zoo import build, kwargs_for_data
 
     ds = load(dataset, label_column=label_column)
     gen = torch.Generator().manual_seed(seed)
-    net = build(model, input_shape=ds.info.shape, n_classes=ds.info.n_classes, generator=gen)
+    net = build(model, input_shape=ds.info.shape, n_classes=ds.info.n_classes, generator=gen,
+                **kwargs_for_data(model, {}, ds.info))
     attack = {k: v for k, v in (("steps", steps), ("step_size", step_size)) if v is not None}
     hook, loss_fn, robust = _defense(defense, eps, sigma, warmup_batches, seed, ds.info.bounds,
                                      attack)

@@ -85,12 +85,16 @@ def available() -> dict[str, bool]:
 
 
 def load(name_or_path: str | os.PathLike, *, label_column: str | None = None,
-         cache_dir: str | os.PathLike | None = None, rng_seed: int = 0) -> Dataset:
+         cache_dir: str | os.PathLike | None = None, rng_seed: int = 0,
+         preprocessing: str | None = None, features: dict | None = None) -> Dataset:
     """Load a built-in dataset by name or a user ``.npz`` / ``.csv`` / ``.parquet`` file.
 
     ``label_column`` names the label column of a table (required there, refused elsewhere).
     ``rng_seed`` seeds the stratified 80/20 split of user files that carry no test set; built-in
     splits are fixed. ``cache_dir`` overrides where MNIST / Fashion-MNIST are cached.
+    Tabular data only: ``preprocessing`` (``none``, the default for user files, ``minmax`` or
+    ``standard``; ``breast_cancer`` is always min-max scaled) and ``features``, the declared
+    bounds and constraints (:func:`advkit.data.features.build_space`).
     """
     check_range("rng_seed", rng_seed, lo=0, hi=2**32 - 1, kind=int)
     if not isinstance(name_or_path, str | os.PathLike):
@@ -102,6 +106,15 @@ def load(name_or_path: str | os.PathLike, *, label_column: str | None = None,
             raise InvalidParameterError(
                 "label_column", label_column, f"None for the built-in dataset {key!r} "
                 "(label_column applies to .csv and .parquet files)")
+        if key == "breast_cancer":
+            if preprocessing not in (None, "minmax"):
+                raise InvalidParameterError(
+                    "preprocessing", preprocessing, "'minmax' or unset for the built-in "
+                    "breast_cancer (it is always min-max scaled with its training statistics)")
+            return _load_breast_cancer(cache_dir, features=features)
+        if features or preprocessing not in (None, "none"):
+            raise InvalidParameterError("features / preprocessing", key,
+                                        "unset for an image dataset (they apply to tabular data)")
         return _BUILTINS[key](cache_dir)
     path = Path(text).expanduser()
     suffix = path.suffix.lower()
@@ -115,8 +128,10 @@ def load(name_or_path: str | os.PathLike, *, label_column: str | None = None,
         if label_column is not None:
             raise InvalidParameterError(
                 "label_column", label_column, "None for a .npz file (its labels are the array 'y')")
-        return tabular.load_npz(path, rng_seed)
-    return tabular.load_table(path, label_column, rng_seed)
+        return tabular.load_npz(path, rng_seed, preprocessing=preprocessing or "none",
+                                features=features)
+    return tabular.load_table(path, label_column, rng_seed,
+                              preprocessing=preprocessing or "none", features=features)
 
 
 def _wanted() -> str:
@@ -148,18 +163,14 @@ def _load_digits(cache_dir) -> Dataset:
     return to_dataset(x[tr], target[tr], x[te], target[te], info)
 
 
-def _load_breast_cancer(cache_dir) -> Dataset:
+def _load_breast_cancer(cache_dir, *, features: dict | None = None) -> Dataset:
     data, target, class_names = _sklearn_breast_cancer()
     tr, te = stratified_split(target, seed=SPLIT_SEED)
-    lo, span = tabular.minmax_fit(data[tr])
-    info = DatasetInfo(
-        name="breast_cancer", shape=(data.shape[1],), n_classes=len(class_names),
-        class_names=class_names, feature_names=CANCER_FEATURES,
-        feature_types=("continuous",) * len(CANCER_FEATURES), kind="tabular",
+    return tabular.tabular_dataset(
+        data[tr], target[tr], data[te], target[te], path=Path("breast_cancer"),
+        names=CANCER_FEATURES, types=("continuous",) * len(CANCER_FEATURES),
+        class_names=class_names, preprocessing="minmax", features=features,
         source="scikit-learn load_breast_cancer (UCI Wisconsin diagnostic)")
-    x_tr = tabular.minmax_apply(data[tr], lo, span).astype(np.float32)
-    x_te = tabular.minmax_apply(data[te], lo, span).astype(np.float32)
-    return to_dataset(x_tr, target[tr], x_te, target[te], info)
 
 
 def _load_mnist(cache_dir) -> Dataset:

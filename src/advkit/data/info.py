@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from advkit.data.features import FeatureSpace
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -22,6 +24,10 @@ class DatasetInfo:
     feature_types: tuple[str, ...] = ()
     kind: str = "image"  # "image" or "tabular"
     source: str = ""
+    # tabular only: per-feature bounds and constraints (advkit.data.features) and the
+    # preprocessing applied before the model sees the data
+    feature_space: FeatureSpace | None = None
+    preprocessing: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -29,6 +35,8 @@ class DatasetInfo:
             "bounds": list(self.bounds), "class_names": list(self.class_names),
             "feature_names": list(self.feature_names), "feature_types": list(self.feature_types),
             "kind": self.kind, "source": self.source,
+            **({"preprocessing": dict(self.preprocessing)} if self.preprocessing else {}),
+            **({"features": self.feature_space.as_dict()} if self.feature_space else {}),
         }
 
 
@@ -56,5 +64,9 @@ class Dataset:
         from advkit.targets.base import InputContract
 
         i = self.info
-        return InputContract(shape=i.shape, n_classes=i.n_classes, bounds=i.bounds,
-                             class_names=i.class_names or None)
+        fs = i.feature_space
+        bounds = (min(fs.lo), max(fs.hi)) if fs is not None else i.bounds
+        if bounds[1] <= bounds[0]:
+            bounds = (bounds[0], bounds[0] + 1.0)
+        return InputContract(shape=i.shape, n_classes=i.n_classes, bounds=bounds,
+                             class_names=i.class_names or None, features=fs)

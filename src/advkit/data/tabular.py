@@ -1,8 +1,10 @@
 """User data files to Datasets: ``.npz`` arrays and ``.csv`` / ``.parquet`` tables.
 
-A table becomes a float matrix: numeric columns stay ("continuous"), bool columns become 0/1 and
-non-numeric columns are one-hot encoded (one "binary" feature per level, levels in sorted order);
-features are min-max scaled to [0, 1] with training statistics. Labels (a table's label column, a
+A table becomes a float matrix: numeric columns stay ("continuous"; integer columns are integer
+features), bool columns become 0/1 and non-numeric columns are one-hot encoded (one "binary"
+feature per level, levels in sorted order, the levels one one-hot group). Nothing is scaled unless
+the spec asks (``preprocessing``); the per-feature bounds and constraints are a FeatureSpace
+(:mod:`advkit.data.features`) recorded in the DatasetInfo. Labels (a table's label column, a
 ``.npz``'s ``y``) are encoded to ``0..k-1`` in sorted order of their values. Without a given test
 set the split is stratified 80/20 with the caller's seed. pandas is imported only to read a table.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from advkit.data.features import build_space, preprocess
 from advkit.data.info import Dataset, DatasetInfo
 from advkit.data.npz_limits import check_npz, max_bytes
 from advkit.errors import (
@@ -44,6 +47,9 @@ class Table:
     y: np.ndarray  # (n,) raw label values
     feature_names: tuple[str, ...]
     feature_types: tuple[str, ...]
+    # a non-numeric column -> the indices of its one-hot features; integer-typed columns
+    columns: dict[str, tuple[int, ...]] | None = None
+    integer: tuple[int, ...] = ()
 
 
 def read_table(path: Path):
@@ -86,6 +92,8 @@ def frame_to_table(df, label_column: str | None, *, source: str) -> Table:
         )
     label_pos = columns.index(label_column)
     blocks, names, types = [], [], []
+    groups: dict[str, tuple[int, ...]] = {}
+    integer: list[int] = []
     for pos, name in enumerate(columns):
         if pos == label_pos:
             continue
@@ -102,6 +110,8 @@ def frame_to_table(df, label_column: str | None, *, source: str) -> Table:
                     f"{source}: non-finite value {values[bad][0]} in row {int(np.argmax(bad))} "
                     f"(0-based), column {name!r}; replace it before loading"
                 )
+            if pdt.is_integer_dtype(col.dtype):
+                integer.append(len(names))
             blocks.append(values[:, None])
             names.append(name)
             types.append("continuous")
@@ -115,6 +125,8 @@ def frame_to_table(df, label_column: str | None, *, source: str) -> Table:
                     AdvkitWarning, stacklevel=3,
                 )
             blocks.append((values[:, None] == levels[None, :]).astype(np.float64))
+            if len(levels) > 1:
+                groups[name] = tuple(range(len(names), len(names) + len(levels)))
             names.extend(f"{name}={level}" for level in levels)
             types.extend("binary" for _ in levels)
     if not blocks:
@@ -126,7 +138,8 @@ def frame_to_table(df, label_column: str | None, *, source: str) -> Table:
         y = label.to_numpy(dtype=np.float64)
     else:
         y = label.astype(str).to_numpy(dtype=object).astype(str)
-    return Table(np.concatenate(blocks, axis=1), y, tuple(names), tuple(types))
+    return Table(np.concatenate(blocks, axis=1), y, tuple(names), tuple(types), groups,
+                 tuple(integer))
 
 
 def encode_labels(values: np.ndarray, *, source: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -180,19 +193,6 @@ def first_nonfinite(x: np.ndarray) -> tuple[int, ...] | None:
     if not bad.any():
         return None
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(bad.reshape(-1))), x.shape))
-
-
-def minmax_fit(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature minimum and span of the training data (span 1 for constant features)."""
-    lo = x_train.min(axis=0)
-    span = x_train.max(axis=0) - lo
-    span = np.where(span > 0, span, 1.0)
-    return lo, span
-
-
-def minmax_apply(x: np.ndarray, lo: np.ndarray, span: np.ndarray) -> np.ndarray:
-    """Scale with training statistics into [0, 1], clipping points outside the train range."""
-    return np.clip((x - lo) / span, 0.0, 1.0)
 
 
 def stratified_split(y: np.ndarray, *, test_fraction: float = TEST_FRACTION,
@@ -293,12 +293,14 @@ def _check_npz(path: Path, arrays: dict[str, np.ndarray], pairs) -> None:
                       "(n, C, H, W)", AdvkitWarning, stacklevel=4)
 
 
-def load_npz(path: Path, rng_seed: int) -> Dataset:
+def load_npz(path: Path, rng_seed: int, *, preprocessing: str = "none",
+             features: dict | None = None) -> Dataset:
     """A user ``.npz`` with arrays ``x`` and ``y`` (and optionally ``x_test``, ``y_test``).
 
-    ``x`` of 2 dims is tabular ``(d,)``, 3 dims images ``(1, H, W)``, 4 dims ``(C, H, W)``. uint8
-    images are divided by 255 (bounds [0, 1]); other data keep their values, with bounds [0, 1]
-    when they fit and (min, max) otherwise.
+    ``x`` of 2 dims is tabular ``(d,)`` (features ``x0``, ``x1``, ...; ``preprocessing`` and
+    ``features`` as for tables; integer arrays make integer features), 3 dims images
+    ``(1, H, W)``, 4 dims ``(C, H, W)``. uint8 images are divided by 255 (bounds [0, 1]); other
+    images keep their values, with bounds [0, 1] when they fit and (min, max) otherwise.
     """
     arrays = _read_npz(path)
     has_test = "x_test" in arrays
@@ -313,8 +315,17 @@ def load_npz(path: Path, rng_seed: int) -> Dataset:
     else:
         tr, te = stratified_split(codes, seed=rng_seed)
         x_tr, y_tr, x_te, y_te = x0[tr], codes[tr], x0[te], codes[te]
-    image = x0.ndim > 2
-    if image and x0.dtype == np.uint8:
+    if x0.ndim == 2:
+        d = x0.shape[1]
+        return tabular_dataset(x_tr, y_tr, x_te, y_te, path=path,
+                                names=tuple(f"x{i}" for i in range(d)),
+                                types=("continuous",) * d, class_names=class_names,
+                                integer=tuple(range(d)) if x0.dtype.kind in "iub" else (),
+                                preprocessing=preprocessing, features=features)
+    if features or preprocessing != "none":
+        raise InvalidParameterError("dataset.features / preprocessing", path.name,
+                                    "left out for image data (they apply to tabular data)")
+    if x0.dtype == np.uint8:
         x_tr, x_te = x_tr.astype(np.float32) / 255.0, x_te.astype(np.float32) / 255.0
         bounds = (0.0, 1.0)
     else:
@@ -322,27 +333,47 @@ def load_npz(path: Path, rng_seed: int) -> Dataset:
         lo = float(min(x_tr.min(), x_te.min()))
         hi = float(max(x_tr.max(), x_te.max()))
         bounds = (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else (lo, hi if hi > lo else lo + 1.0)
-    if image:
-        shape = (1, *x0.shape[1:]) if x0.ndim == 3 else tuple(x0.shape[1:])
-        x_tr, x_te = x_tr.reshape(-1, *shape), x_te.reshape(-1, *shape)
-        extra = {"kind": "image"}
-    else:
-        shape = (x0.shape[1],)
-        extra = {"kind": "tabular", "feature_names": tuple(f"x{i}" for i in range(shape[0])),
-                 "feature_types": ("continuous",) * shape[0]}
+    shape = (1, *x0.shape[1:]) if x0.ndim == 3 else tuple(x0.shape[1:])
+    x_tr, x_te = x_tr.reshape(-1, *shape), x_te.reshape(-1, *shape)
     info = DatasetInfo(name=path.stem, shape=shape, n_classes=len(class_names), bounds=bounds,
-                       class_names=class_names, source=str(path), **extra)
+                       class_names=class_names, source=str(path), kind="image")
     return to_dataset(x_tr, y_tr, x_te, y_te, info)
 
 
-def load_table(path: Path, label_column: str | None, rng_seed: int) -> Dataset:
-    """A user ``.csv`` / ``.parquet`` table: features encoded and min-max scaled (train stats)."""
+def load_table(path: Path, label_column: str | None, rng_seed: int, *,
+               preprocessing: str = "none", features: dict | None = None) -> Dataset:
+    """A user ``.csv`` / ``.parquet`` table: non-numeric columns one-hot encoded (each a one-hot
+    group), integer columns integer features, ``preprocessing`` (default ``none``: the model gets
+    the columns as they are) and the per-feature bounds and constraints of ``features`` (see
+    :func:`advkit.data.features.build_space`)."""
     table = frame_to_table(read_table(path), label_column, source=str(path))
     codes, class_names = encode_labels(table.y, source=f"{path} column {label_column!r}")
     tr, te = stratified_split(codes, seed=rng_seed)
-    lo, span = minmax_fit(table.x[tr])
-    info = DatasetInfo(name=path.stem, shape=(table.x.shape[1],), n_classes=len(class_names),
-                       class_names=class_names, feature_names=table.feature_names,
-                       feature_types=table.feature_types, kind="tabular", source=str(path))
-    return to_dataset(minmax_apply(table.x[tr], lo, span), codes[tr],
-                      minmax_apply(table.x[te], lo, span), codes[te], info)
+    return tabular_dataset(table.x[tr], codes[tr], table.x[te], codes[te], path=path,
+                            names=table.feature_names, types=table.feature_types,
+                            class_names=class_names, columns=table.columns,
+                            integer=table.integer, preprocessing=preprocessing, features=features)
+
+
+def tabular_dataset(x_tr, y_tr, x_te, y_te, *, path: Path, names, types, class_names,
+                    columns=None, integer=(), preprocessing: str = "none",
+                    features: dict | None = None, name: str | None = None,
+                    source: str | None = None) -> Dataset:
+    """A tabular Dataset: ``preprocessing`` applied, its FeatureSpace built and checked."""
+    binary = np.array([t == "binary" for t in types], dtype=bool)
+    x_tr, x_te, record = preprocess(x_tr, x_te, preprocessing, ~binary)
+    # the bounds and checks see the float32 values the model will be given
+    x_tr, x_te = (a.astype(np.float32).astype(np.float64) for a in (x_tr, x_te))
+    if preprocessing != "none" and (features or {}).get("integer"):
+        raise InvalidParameterError(
+            "dataset.features.integer", features["integer"],
+            "empty unless preprocessing is 'none' (integer constraints hold on raw values)")
+    space = build_space(x_tr, x_te, tuple(names), binary=binary, columns=columns,
+                        integer_auto=tuple(integer) if preprocessing == "none" else (),
+                        declared=features, source=str(path))
+    info = DatasetInfo(name=name or path.stem, shape=(len(names),), n_classes=len(class_names),
+                       bounds=(min(space.lo), max(max(space.hi), min(space.lo) + 1e-12)),
+                       class_names=class_names, feature_names=tuple(names),
+                       feature_types=tuple(types), kind="tabular", source=source or str(path),
+                       feature_space=space, preprocessing=record)
+    return to_dataset(x_tr, y_tr, x_te, y_te, info)

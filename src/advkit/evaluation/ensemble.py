@@ -22,7 +22,7 @@ import torch
 
 from advkit import registry
 from advkit.attacks.base import EvasionAttack
-from advkit.errors import InvalidParameterError, check_choice
+from advkit.errors import IncompatibleTargetError, InvalidParameterError, check_choice
 from advkit.evaluation.metrics import Proportion, proportion, proportion_of
 from advkit.targets.base import Target
 from advkit.threats import LpBall, parse_norm
@@ -101,14 +101,17 @@ def _fields(cls) -> set[str]:
 
 
 def _build(spec, eps: float, p: float) -> EvasionAttack:
-    """An attack instance from a registry name or an instance (which must share eps and norm)."""
-    if isinstance(spec, str):
-        entry = registry.get(spec)
+    """An attack instance from a registry name, a mapping ``{"name": ..., "params": {...}}`` (a
+    registry name with parameters other than eps and norm) or an instance (which must share eps
+    and norm)."""
+    if isinstance(spec, str | dict):
+        name, params = (spec, {}) if isinstance(spec, str) else _named(spec)
+        entry = registry.get(name)
         if entry.family != "evasion":
             raise InvalidParameterError("attacks", spec, "names of evasion attacks")
         names = _fields(entry.cls)
         kw = {k: v for k, v in (("eps", eps), ("norm", p)) if k in names}
-        attack = entry.cls(**kw)
+        attack = registry.create(name, **params, **kw)
     elif isinstance(spec, EvasionAttack):
         attack = spec
     else:
@@ -123,6 +126,16 @@ def _build(spec, eps: float, p: float) -> EvasionAttack:
     return attack
 
 
+def _named(spec: dict) -> tuple[str, dict]:
+    params = spec.get("params") or {}
+    if set(spec) - {"name", "params"} or not isinstance(spec.get("name"), str) \
+            or not isinstance(params, dict) or {"eps", "norm"} & set(params):
+        raise InvalidParameterError(
+            "attacks", spec, "a mapping {'name': NAME, 'params': {...}} whose params leave eps "
+            "and norm to the ensemble")
+    return spec["name"], dict(params)
+
+
 def _label(attack: EvasionAttack, taken: set[str]) -> str:
     base = f"apgd-{attack.loss}" if attack.name == "apgd" else attack.name
     label, i = base, 2
@@ -132,14 +145,50 @@ def _label(attack: EvasionAttack, taken: set[str]) -> str:
     return label
 
 
-def default_attacks(eps: float, norm, version: str = "standard") -> list[EvasionAttack]:
-    """The ensemble's fixed first stages: APGD-CE, then APGD-T (targeted DLR)."""
+def standard_stages(capabilities=None, norm=math.inf) -> list[str]:
+    """Registry names of the standard version's first stages on a target with ``capabilities``
+    (any target when None): APGD-CE and APGD-T with gradients; without gradients but with scores,
+    at L∞ or L2, Square (score-based, the black-box stage of AutoAttack itself); else none (on a
+    labels-only target no registered attack runs yet)."""
+    from advkit.attacks.support import capability_names, requires
+
+    if capabilities is None or requires("apgd") | requires("apgd-t") <= capability_names(
+            capabilities):
+        return ["apgd", "apgd-t"]
+    if requires("square") <= capability_names(capabilities) and parse_norm(norm) in (math.inf,
+                                                                                    2.0):
+        return ["square"]
+    return []
+
+
+def default_attacks(eps: float, norm, version: str = "standard",
+                    capabilities=None) -> list[EvasionAttack]:
+    """The ensemble's fixed first stages (``standard_stages``): APGD-CE, then APGD-T (targeted
+    DLR); Square instead on a target with ``capabilities`` that has scores but no gradients."""
     check_choice("version", version, VERSIONS)
     if version == "custom":
         return []
-    from advkit.attacks.evasion.apgd import APGD, APGDT
+    extra = {"apgd": {"loss": "ce"}}
+    return [registry.create(name, eps=eps, norm=norm, **extra.get(name, {}))
+            for name in standard_stages(capabilities, norm)]
 
-    return [APGD(eps=eps, norm=norm, loss="ce"), APGDT(eps=eps, norm=norm)]
+
+def _check_stages(target: Target, stages: list[EvasionAttack], version: str, p: float) -> None:
+    """Every stage can run on ``target`` (checked before any runs); IncompatibleTargetError
+    naming the attacks that would work otherwise."""
+    from advkit.attacks.support import alternatives, describe, runnable_attacks
+
+    if not stages and version == "standard":
+        caps = target.capabilities
+        tip = ("use norm inf or l2 (Square's), or a model with gradients"
+               if runnable_attacks(caps) and p not in (math.inf, 2.0) else alternatives(caps))
+        raise IncompatibleTargetError(
+            f"the ensemble's standard stages need gradients (APGD-CE, APGD-T) or scores at L∞ "
+            f"or L2, but {target.model_name} offers only {describe(caps)} (norm "
+            f"{LpBall(norm=p, eps=0).label}); {tip}")
+    for attack in stages:
+        target.require(attack.requires, f"the ensemble's {attack.name} stage",
+                       hint=attack.suggestion)
 
 
 def run_ensemble(target: Target, x, y, *, eps: float, norm="inf", attacks=None,
@@ -147,15 +196,19 @@ def run_ensemble(target: Target, x, y, *, eps: float, norm="inf", attacks=None,
                  run_all: bool = False) -> EnsembleResult:
     """Run the cascade on (x, y) and return the per-point worst case.
 
-    ``version="standard"`` runs APGD-CE and APGD-T first, then ``attacks`` (registry names, built
-    with the ensemble's ``eps`` and ``norm``, or instances with the same ball); ``"custom"`` runs
-    ``attacks`` only. Each attack runs only on the points still robust, or on every clean-correct
-    point when ``run_all`` is true.
+    ``version="standard"`` runs APGD-CE and APGD-T first (Square instead on a target with scores
+    but no gradients: ``standard_stages``), then ``attacks`` (registry names or
+    ``{"name", "params"}`` mappings, built with the ensemble's ``eps`` and ``norm``, or instances
+    with the same ball); ``"custom"`` runs ``attacks`` only. Every stage is checked against the
+    target's capabilities before any runs. Each attack runs only on the points still robust, or
+    on every clean-correct point when ``run_all`` is true.
     """
     ball = LpBall(norm=parse_norm(norm), eps=eps)
     p = ball.p
     specs = list(attacks or [])
-    stages_attacks = default_attacks(eps, p, version) + [_build(s, eps, p) for s in specs]
+    stages_attacks = (default_attacks(eps, p, version, target.capabilities)
+                      + [_build(s, eps, p) for s in specs])
+    _check_stages(target, stages_attacks, version, p)
     if not stages_attacks:
         raise InvalidParameterError("attacks", attacks, "at least one attack with version='custom'")
     x = target.check_inputs(x).detach()

@@ -71,10 +71,11 @@ def trained_zoo_model(
     ``batch_hook`` here: the hook itself cannot be hashed) and the advkit version.
     """
     from advkit.models.train import train
-    from advkit.models.zoo import build
+    from advkit.models.zoo import build, kwargs_for_data
 
+    kwargs = kwargs_for_data(model_spec.zoo, model_spec.kwargs, ds.info)
     config = {"zoo": model_spec.zoo, "epochs": model_spec.epochs, "lr": model_spec.lr,
-              "batch_size": model_spec.batch_size, "kwargs": model_spec.kwargs, "seed": seed,
+              "batch_size": model_spec.batch_size, "kwargs": kwargs, "seed": seed,
               "tag": tag, "data_sha256": ds.sha256(), "advkit": advkit.__version__}
     folder = cache_folder("models", model_spec.zoo, config)
     info = {"name": f"{model_spec.zoo} (trained on the fly)", "zoo": model_spec.zoo,
@@ -85,7 +86,7 @@ def trained_zoo_model(
                                      **loaded.config.get("extra", {}).get("training", {})}
     gen = torch.Generator().manual_seed(seed)
     model = build(model_spec.zoo, input_shape=ds.info.shape, n_classes=ds.info.n_classes,
-                  generator=gen, **model_spec.kwargs)
+                  generator=gen, **kwargs)
     hist = train(model, ds.x_train, ds.y_train, epochs=model_spec.epochs,
                  batch_size=model_spec.batch_size, lr=model_spec.lr, generator=gen,
                  progress=progress, batch_hook=batch_hook)

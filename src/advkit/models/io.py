@@ -9,8 +9,13 @@ weights). ``load_model`` reads, by content rather than by file name:
 - a TorchScript archive (``torch.jit.save``), loaded with ``torch.jit.load`` only when every
   operator its code uses is on the allow-list of inert numeric operators
   (:mod:`advkit.models.torchscript_scan`): its code runs while it loads and when it is called;
+- a ``torch.export`` archive (``.pt2``, ``torch.export.save``), loaded only when
+  :mod:`advkit.models.export_scan` finds nothing but plain tensors, allow-listed aten operators and
+  inert names and expressions in it (pickled parts other than plain tensors need
+  ``trust_pickle=True``; native code is refused);
 - a scikit-learn model saved with skops (``skops.io.dump``); types skops does not trust by default
   need ``trust_pickle=True``;
+- an XGBoost JSON or LightGBM text / JSON model (:mod:`advkit.models.boosters`): data, not code;
 - anything pickle-based (``torch.save`` files, ``.pkl`` / ``.pickle`` / ``.joblib``): it is scanned
   first (:mod:`advkit.models.pickle_scan`) and refused with ``UnsafeModelError`` unless the caller
   passes ``trust_pickle=True``. Even then a file whose scan found dangerous imports (``os.system``,
@@ -35,6 +40,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +48,8 @@ import torch
 from torch import nn
 
 from advkit.errors import InputContractError, InvalidParameterError, UnsafeModelError
+from advkit.models.boosters import FORMATS as BOOSTER_FORMATS
+from advkit.models.boosters import load_booster
 from advkit.models.scan import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -50,6 +58,7 @@ from advkit.models.scan import (
     sha256_file,
 )
 from advkit.models.trust import gate, unpickle
+from advkit.models.weights import load_weights_strict
 from advkit.models.zoo import ZOO_NAMES, build
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LoadedModel", "ScanResult", "load_model", "save_model",
@@ -62,8 +71,10 @@ _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
 @dataclass
 class LoadedModel:
-    """A loaded model: ``kind`` is ``"torch"``, ``"torchscript"`` or ``"sklearn"``; ``sha256`` is
-    that of the file loaded (the weights file for an advkit folder); ``scan`` is the safety scan."""
+    """A loaded model: ``kind`` is ``"torch"``, ``"torchscript"``, ``"torch-export"``,
+    ``"sklearn"``, ``"xgboost"``, ``"lightgbm"``, ``"lightgbm-json"`` or ``"torch (user class)"``;
+    ``sha256`` is that of the file loaded (the weights file for an advkit folder; for a user class,
+    the weights' combined with the class path and kwargs); ``scan`` is the safety scan."""
 
     kind: str
     model: object
@@ -123,13 +134,15 @@ def save_model(model: nn.Module, out_dir, *, dataset_info=None, extra: dict | No
     return out
 
 
-def load_model(path, *, trust_pickle: bool = False, allow_dangerous: bool = False) -> LoadedModel:
+def load_model(path, *, trust_pickle: bool = False, allow_dangerous: bool = False,
+               search_paths: Iterable[str | Path] = ()) -> LoadedModel:
     """Load a model file or folder without running code from it (see the module docstring).
 
     ``trust_pickle=True`` allows pickle-based files (and skops types skops does not trust by
     default), with an ``AdvkitWarning``; pass it only for files you made or whose source you
     trust completely. ``allow_dangerous=True`` (only with ``trust_pickle``) also allows a file
-    whose scan found dangerous imports or could not finish.
+    whose scan found dangerous imports or could not finish. A trusted pickle of a user-defined
+    class finds that class's code in the file's folder, then in ``search_paths``.
     """
     if allow_dangerous and not trust_pickle:
         raise InvalidParameterError("allow_dangerous", True, "only together with trust_pickle=True")
@@ -156,8 +169,8 @@ def load_model(path, *, trust_pickle: bool = False, allow_dangerous: bool = Fals
         why = "; ".join(res.issues) or "unrecognized content"
         raise InputContractError(
             f"{p} is not a model format advkit can read ({why}); expected an advkit model folder, "
-            ".safetensors with config.json, a TorchScript archive, a skops file, or a "
-            "pickle-based file (torch.save, joblib, pickle)"
+            ".safetensors with config.json, a TorchScript or torch.export archive, a skops file, "
+            "an XGBoost JSON or LightGBM model, or a pickle-based file (torch.save, joblib, pickle)"
         )
     if res.format == "safetensors":
         cfg_path = p.parent / CONFIG_NAME
@@ -167,7 +180,16 @@ def load_model(path, *, trust_pickle: bool = False, allow_dangerous: bool = Fals
                 "put the config.json written by save_model next to it, or load its folder"
             )
         return _load_safetensors(p, _read_config(cfg_path), cfg_path)
+    if res.format in BOOSTER_FORMATS:
+        est = load_booster(p, res.format)
+        return LoadedModel(res.format, est, {"format": res.format, "objective": est.objective},
+                           res.sha256, p, res)
     gate(res, trust_pickle=trust_pickle, allow_dangerous=allow_dangerous)
+    if res.format == "torch-export":
+        from advkit.models.exported import load_exported
+
+        return LoadedModel("torch-export", load_exported(p), {"format": "torch-export"},
+                           res.sha256, p, res)
     if res.format == "torchscript":
         try:
             with warnings.catch_warnings():
@@ -186,17 +208,22 @@ def load_model(path, *, trust_pickle: bool = False, allow_dangerous: bool = Fals
         except Exception as exc:  # noqa: BLE001
             raise InputContractError(f"{p} is not a loadable skops file: {exc}") from exc
         return _wrap(est, p, res)
-    return _wrap(unpickle(p, res), p, res)
+    return _wrap(unpickle(p, res, search_paths=search_paths), p, res)
 
 
 def target_for(model, ds, *, batch_size: int = 256):
-    """A Target for a loaded model (``nn.Module``, TorchScript or scikit-learn estimator, or a
-    :class:`LoadedModel`) with the input contract of ``ds`` (a Dataset or an InputContract)."""
+    """A Target for a loaded model (``nn.Module``, TorchScript, an exported program, a scikit-learn
+    estimator or a tree ensemble, or a :class:`LoadedModel`) with the input contract of ``ds``
+    (a Dataset or an InputContract)."""
     from advkit.targets.sklearn import SklearnTarget
     from advkit.targets.torch import TorchTarget
 
     model = model.model if isinstance(model, LoadedModel) else model
     contract = ds.contract() if hasattr(ds, "contract") and callable(ds.contract) else ds
+    if isinstance(model, torch.export.ExportedProgram):
+        from advkit.models.exported import wrap_program
+
+        model = wrap_program(model)
     if isinstance(model, nn.Module):
         return TorchTarget(contract=contract, model=model, batch_size=batch_size)
     if hasattr(model, "predict"):
@@ -238,9 +265,6 @@ def _build(config: dict, cfg_path: Path) -> nn.Module:
 
 
 def _load_safetensors(weights: Path, config: dict, cfg_path: Path) -> LoadedModel:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     if not weights.is_file():
         raise InputContractError(f"the weights file {weights} is missing (config: {cfg_path})")
     sha = sha256_file(weights)
@@ -254,28 +278,8 @@ def _load_safetensors(weights: Path, config: dict, cfg_path: Path) -> LoadedMode
         )
     with torch.device("meta"):  # the architecture only: nothing is allocated until shapes match
         model = _build(config, cfg_path)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        tensors = load_file(str(weights))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise InputContractError(f"{weights} is not a valid safetensors file: {exc}") from exc
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-    if missing or unexpected or wrong:
-        parts = [f"missing {missing[:5]}" if missing else "",
-                 f"unexpected {unexpected[:5]}" if unexpected else "",
-                 "wrong shapes " + ", ".join(f"{k}: file {found[k]} vs model {expected[k]}"
-                                             for k in wrong[:5]) if wrong else ""]
-        raise InputContractError(
-            f"the weights in {weights} do not fit the {config['zoo']!r} model its config "
-            "describes: " + "; ".join(p for p in parts if p) + ". Re-save it with save_model."
-        )
-    sd = model.state_dict()
-    tensors = {k: v.to(sd[k].dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-    model.load_state_dict(tensors, strict=True, assign=True)
+    load_weights_strict(model, weights, what=f"the {config['zoo']!r} model its config describes",
+                        fix="Re-save it with save_model.")
     return LoadedModel("torch", model.eval(), config, sha, weights)
 
 

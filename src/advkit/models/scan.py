@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from advkit.errors import InvalidParameterError
+from advkit.models.boosters import detect as detect_booster
+from advkit.models.export_scan import TENSOR_GLOBALS, is_export_archive, scan_export
 from advkit.models.pickle_scan import (
     PickleScan,
     _scan_zip,
@@ -98,7 +100,10 @@ class ScanResult:
 
     ``format``: ``advkit`` (a save_model folder whose weights file is checked to be well-formed
     safetensors and whose config.json is a JSON object of at most 1 MiB), ``safetensors`` (the
-    header parses and its offsets fit the file), ``torchscript``, ``skops``,
+    header parses and its offsets fit the file), ``torchscript``, ``torch-export`` (a ``.pt2``
+    archive of ``torch.export.save``, checked by :mod:`advkit.models.export_scan`), ``skops``,
+    ``xgboost`` / ``lightgbm`` / ``lightgbm-json`` (tree ensembles in their own data formats,
+    :mod:`advkit.models.boosters`: always safe),
     ``torch`` (a ``torch.save`` pickle), ``joblib``, ``pickle`` or ``unknown``. ``needs_trust``:
     loading it needs ``trust_pickle=True`` (any pickle; a skops file with types skops does not
     trust by default). ``globals``: what its pickles import (for skops, its untrusted types);
@@ -206,9 +211,19 @@ def _scan_file(p: Path) -> ScanResult:
             refused = scan_torchscript(p, head, scan.globals())
         elif any(n.endswith("data.pkl") for n in names):
             fmt = "torch"
-        elif any(n.endswith(("archive_format", "serialized_exported_program.json")) for n in names):
-            scan.issues.append("a torch.export archive (.pt2), which advkit does not load: its "
-                               "loader unpickles weights and constants without restriction")
+        elif is_export_archive(names):
+            try:
+                refused, problems = scan_export(p, names, scan)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as exc:
+                refused, problems = {}, [f"a damaged member: {exc}"]
+            if problems:
+                return ScanResult(p, "unknown", sha, False, issues=(
+                    "a torch.export archive (.pt2) that is not as torch.export.save writes it: "
+                    + "; ".join(problems),))
+            fmt, needs_trust = "torch-export", False
+        elif any(n.endswith("serialized_exported_program.json") for n in names):
+            scan.issues.append("a torch.export archive in the format of torch 2.7 or older, which "
+                               "advkit does not load; export it again with torch.export.save")
         else:
             scan.issues.append("a zip archive that is not torch.save, TorchScript or skops")
     elif looks_like_safetensors(head, size) and (problem := safetensors_problem(p)) is None:
@@ -224,6 +239,11 @@ def _scan_file(p: Path) -> ScanResult:
                 scan_stream(stream, scan, f"{p.name} ({comp})")
                 scan_trailing(stream, scan, f"{p.name} ({comp})")
                 fmt = "joblib"
+    elif (booster := detect_booster(p))[0] is not None:  # tree ensembles as data, not code
+        if booster[1]:
+            return ScanResult(p, "unknown", sha, False, issues=(
+                f"starts like a {booster[0]} model but is {booster[1]}",))
+        return ScanResult(p, booster[0], sha, False)
     elif head[:1] == b"\x80" or p.suffix.lower() in _PICKLE_EXTENSIONS:
         fmt = _scan_pickle(p, scan)
     elif head[:1].decode("latin-1") in _PICKLE_OPCODES:  # perhaps a protocol 0 or 1 pickle
@@ -236,10 +256,14 @@ def _scan_file(p: Path) -> ScanResult:
             issues = (f"a safetensors header, but not a valid safetensors file: {problem}",) + issues
         return ScanResult(p, fmt, sha, False, issues=issues or (
             "not a format advkit recognizes by its content (safetensors, skops, TorchScript, "
-            "torch.save, joblib or pickle)",), compression=comp)
+            "torch.export, torch.save, joblib, pickle, XGBoost JSON or LightGBM)",),
+            compression=comp)
     unknown = scan.classified("unknown")
     if fmt == "torchscript":  # its __torch__ classes were checked against its code instead
         unknown = {g: r for g, r in unknown.items() if not g.startswith("__torch__.")}
+    elif fmt == "torch-export":  # its pickles may rebuild plain tensors, nothing else
+        dangerous = scan.classified("dangerous")
+        unknown = {g: "" for g in scan.globals() if not (TENSOR_GLOBALS.match(g) or g in dangerous)}
     elif p.suffix.lower() in _SAFE_SUFFIXES:  # a pickle that claims a format that runs no code
         refused[f"disguised as {p.suffix.lower()}"] = (
             f"pickle-based content ({fmt}) in a file named {p.name}: a file that lies about "

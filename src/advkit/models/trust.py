@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from advkit.errors import AdvkitError, AdvkitWarning, InputContractError, UnsafeModelError
 from advkit.models.scan import ScanResult
+from advkit.models.user_class import sys_path_prepended
 
 
 def gate(res: ScanResult, *, trust_pickle: bool, allow_dangerous: bool) -> None:
@@ -39,6 +41,8 @@ _RISK = {
              "code",
     "torchscript": "a TorchScript archive is a program, whose code runs while it loads and when "
                    "it is called",
+    "torch-export": "torch.export.load unpickles an archive's pickled parts, loads its native "
+                    "libraries and evaluates expressions from it; its graph runs when called",
 }
 
 
@@ -49,15 +53,17 @@ def _risk(res: ScanResult) -> str:
 def refusal(res: ScanResult, *, trusted: bool) -> str:
     """The UnsafeModelError message: what the file is, the risk, what the scan found, the fix."""
     kind = {"skops": "a skops file with types skops does not trust by default",
-            "torchscript": "a TorchScript archive"}.get(res.format,
+            "torchscript": "a TorchScript archive",
+            "torch-export": "a torch.export archive (.pt2)"}.get(res.format,
                                                          f"a pickle-based file ({res.format})")
     head = (f"refusing to load {res.path}: it is {kind}, and {_RISK[_risk(res)]} (model files "
             "are untrusted input). ")
     if res.format == "skops" and not res.dangerous:
         found = f"Untrusted types: {', '.join(res.globals)}. "
     elif res.dangerous:
-        what = ("Its code uses what the allow-list of inert operators refuses: "
-                if res.format == "torchscript" else "The scan found dangerous imports: ")
+        what = {"torchscript": "Its code uses what the allow-list of inert operators refuses: ",
+                "torch-export": "It holds what advkit refuses to load: "}.get(
+            res.format, "The scan found dangerous imports: ")
         found = what + "; ".join(f"{g} ({r})" for g, r in res.dangerous.items()) + ". "
     elif not res.complete:
         found = (f"The scan could not read the whole file ({'; '.join(res.issues)}), so what "
@@ -67,8 +73,9 @@ def refusal(res: ScanResult, *, trusted: bool) -> str:
         found = ("The scan found no known-dangerous imports, but the format can still execute "
                  f"code the scan does not recognize{other}. ")
     if res.verdict == "dangerous":
-        fix = ("A model needs only numeric operators; these suggest a malicious payload (or a model "
-               "using an operator the allow-list lacks)" if res.format == "torchscript" else
+        fix = ("A model needs only numeric operators and plain tensors; these suggest a malicious "
+               "payload (or a model using an operator the allow-list lacks)"
+               if res.format in ("torchscript", "torch-export") else
                "Such imports have no place in a model file and suggest a malicious payload")
         fix += (("; trust_pickle=True alone does not allow it" if trusted else "")
                 + ". Only if you are certain (you wrote this file and know why it uses them), "
@@ -82,6 +89,11 @@ def refusal(res: ScanResult, *, trusted: bool) -> str:
                "(--trust-pickle on the command line).")
     if res.format == "skops":
         return head + found + fix
+    if res.format == "torch-export":
+        return (head + found + fix + " To avoid this, export a model holding plain tensors only "
+                "(no tensor subclasses, custom objects or AOTInductor packages), or save its "
+                "weights with safetensors and audit it as model: {class: 'module:Class', "
+                "weights: w.safetensors}.")
     if res.format in ("torch", "torchscript"):
         convert = ("rebuild the architecture with advkit.models.build(...), load the state_dict "
                    "into it and call advkit.models.save_model(model, out_dir) (safetensors + "
@@ -95,27 +107,56 @@ def refusal(res: ScanResult, *, trusted: bool) -> str:
             "for advkit zoo models and scikit-learn estimators.")
 
 
-def unpickle(p: Path, res: ScanResult) -> object:
+def unpickle(p: Path, res: ScanResult, *, search_paths: Iterable[str | Path] = ()) -> object:
     """Load the pickle-based file ``p`` (scanned as ``res``) with its own loader. Only after
-    :func:`gate` allowed it: this runs the file's pickle code."""
+    :func:`gate` allowed it: this runs the file's pickle code.
+
+    A pickled model of a user-defined class needs that class's code: the file's own folder, then
+    ``search_paths`` (the audit passes the spec's folder), then the current folder are put first
+    on ``sys.path`` while it loads (restored afterwards). A class that still cannot be found is an
+    InputContractError that names it and says how to proceed."""
+    search_paths = [*search_paths, Path.cwd()]
+    with sys_path_prepended([p.parent, *search_paths]):
+        try:
+            return _load(p, res)
+        except (AdvkitError, MemoryError, KeyboardInterrupt):
+            raise
+        except ModuleNotFoundError as exc:
+            raise InputContractError(_missing_code(p, f"the module {exc.name!r}", search_paths)) \
+                from exc
+        except AttributeError as exc:
+            if "Can't get attribute" not in str(exc):
+                raise InputContractError(f"{p} could not be unpickled: {exc}") from exc
+            what = str(exc).replace("Can't get attribute ", "the class ", 1)
+            raise InputContractError(_missing_code(p, what, search_paths)) from exc
+        except Exception as exc:  # noqa: BLE001
+            what = ("is not a loadable torch.save file" if res.format == "torch"
+                    else "could not be unpickled")
+            raise InputContractError(f"{p} {what}: {exc}") from exc
+
+
+def _missing_code(p: Path, what: str, search_paths: Iterable[str | Path]) -> str:
+    where = ", ".join(str(Path(f).resolve()) for f in [p.parent, *search_paths])
+    return (f"{p} holds an object whose code advkit cannot import: {what} was not found (looked "
+            f"in {where} and the installed packages). A pickled model needs the code of its "
+            "class: put that code beside the model file (or the spec), run advkit from the "
+            "folder holding it, or add that folder to PYTHONPATH. Recommended instead: save the "
+            "weights with "
+            "safetensors.torch.save_file(model.state_dict(), 'w.safetensors') and audit with "
+            "model: {class: 'module:Class', kwargs: {...}, weights: w.safetensors}, which "
+            "needs no pickle at all.")
+
+
+def _load(p: Path, res: ScanResult) -> object:
     if res.format == "torch":
         try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            return torch.load(p, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:  # it holds more than tensors: needs the full unpickler
-            obj = torch.load(p, map_location="cpu", weights_only=False)  # safe: user passed trust_pickle
-        except Exception as exc:  # noqa: BLE001
-            raise InputContractError(f"{p} is not a loadable torch.save file: {exc}") from exc
-        return obj
-    try:
-        if res.format == "joblib":
-            import joblib
+            pass
+        return torch.load(p, map_location="cpu", weights_only=False)  # safe: user passed trust_pickle
+    if res.format == "joblib":
+        import joblib
 
-            obj = joblib.load(p)  # safe: user passed trust_pickle
-        else:
-            with open(p, "rb") as f:
-                obj = pickle.load(f)  # safe: user passed trust_pickle
-    except (AdvkitError, MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise InputContractError(f"{p} could not be unpickled: {exc}") from exc
-    return obj
+        return joblib.load(p)  # safe: user passed trust_pickle
+    with open(p, "rb") as f:
+        return pickle.load(f)  # safe: user passed trust_pickle

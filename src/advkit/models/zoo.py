@@ -5,7 +5,8 @@ logits. Each built model carries ``advkit_config`` (zoo name, input shape, numbe
 the resolved keyword arguments) so that :func:`advkit.models.io.save_model` can write a config from
 which :func:`advkit.models.io.load_model` rebuilds it.
 
-- ``mlp``: flatten, fully connected layers with ReLU (``hidden``, default ``(256, 128)``).
+- ``mlp``: flatten, fully connected layers with ReLU (``hidden``, default ``(256, 128)``);
+  ``input_range=[lo, hi]`` (per-feature bounds) rescales raw tabular features to [0, 1] first.
 - ``cnn-small``: for 8x8 images such as scikit-learn's digits: two 3x3 convolutions (32 and 64
   channels, padding 1, ReLU), 2x2 max-pooling, a 128-unit layer, the output layer.
 - ``lenet``: LeNet-5 for 28x28 images (LeCun, Bottou, Bengio and Haffner, "Gradient-based learning
@@ -25,10 +26,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from advkit.errors import InvalidParameterError, check_range
+from advkit.errors import InvalidParameterError, check_range, image_layouts, short
 
 ZOO_NAMES: tuple[str, ...] = ("mlp", "cnn-small", "lenet", "cnn-madry", "cnn-wong")
 
@@ -39,7 +41,7 @@ _MAX_CLASSES = 100_000
 
 # keyword arguments each model accepts, with defaults
 _KWARGS: dict[str, dict[str, object]] = {
-    "mlp": {"hidden": (256, 128)},
+    "mlp": {"hidden": (256, 128), "input_range": None},
     "cnn-small": {},
     "lenet": {},
     "cnn-madry": {},
@@ -83,10 +85,15 @@ def _check_shape(input_shape) -> tuple[int, ...]:
 def _image_side(name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
     lo, designed = _MIN_SIDE[name]
     if len(shape) != 3:
+        images = image_layouts(math.prod(shape))
+        reshape = (f", or store the data's x as (n, {', '.join(map(str, images[0]))}) if its "
+                   f"{math.prod(shape)} values are {images[0][1]}x{images[0][2]} images"
+                   if images else "")
         raise InvalidParameterError(
             "input_shape", shape,
             f"(channels, height, width) for {name!r}, e.g. (1, {designed}, {designed}); "
-            "use 'mlp' for flat feature vectors",
+            f"the data's samples have shape {shape}: use the 'mlp' zoo model for flat feature "
+            f"vectors{reshape}",
         )
     c, h, w = shape
     if h < lo or w < lo:
@@ -114,7 +121,41 @@ def _resolve_kwargs(name: str, kwargs: dict) -> dict:
         for h in hidden:
             check_range("hidden", h, lo=1, hi=_MAX_WIDTH, kind=int)
         out["hidden"] = tuple(int(h) for h in hidden)
+        if out["input_range"] is None:
+            del out["input_range"]  # configs of models without it stay as they were
+        else:
+            out["input_range"] = _check_range_kwarg(out["input_range"])
     return out
+
+
+def _check_range_kwarg(value) -> list[list[float]]:
+    """``input_range`` of an mlp: ``[lo, hi]``, two lists of per-feature bounds."""
+    ok = isinstance(value, list | tuple) and len(value) == 2 and all(
+        isinstance(v, list | tuple) and len(v) == len(value[0]) and 0 < len(v) <= _MAX_DIM
+        for v in value)
+    if ok:
+        lo, hi = (np.asarray(v, dtype=np.float64) for v in value)
+        ok = bool(np.isfinite(lo).all() and np.isfinite(hi).all() and (lo <= hi).all())
+    if not ok:
+        raise InvalidParameterError("input_range", short(value),
+                                    "[lo, hi]: two equally long lists of finite per-feature "
+                                    "bounds with lo <= hi")
+    return [[float(v) for v in value[0]], [float(v) for v in value[1]]]
+
+
+class Rescale(nn.Module):
+    """``(x - lo) / (hi - lo)`` per feature (a constant feature maps to 0): a zoo model trained
+    on raw tabular features normalizes inside its forward (DESIGN: advkit feeds raw inputs)."""
+
+    def __init__(self, lo, hi):
+        super().__init__()
+        lo_t = torch.tensor(lo, dtype=torch.float32)
+        span = torch.tensor(hi, dtype=torch.float32) - lo_t
+        self.register_buffer("lo", lo_t)
+        self.register_buffer("inv_span", torch.where(span > 0, 1.0 / span.clamp_min(1e-30), 0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.lo) * self.inv_span
 
 
 def _mlp(shape, k, hidden) -> tuple[nn.Sequential, nn.Sequential]:
@@ -197,6 +238,12 @@ def build(name: str, *, input_shape: tuple, n_classes: int,
     kw = _resolve_kwargs(name, kwargs)
     if name == "mlp":
         feats, head = _mlp(shape, n_classes, kw["hidden"])
+        if kw.get("input_range") is not None:
+            if len(kw["input_range"][0]) != math.prod(shape):
+                raise InvalidParameterError(
+                    "input_range", f"{len(kw['input_range'][0])} features",
+                    f"one bound per input feature ({math.prod(shape)})")
+            feats = nn.Sequential(Rescale(*kw["input_range"]), *feats)
     else:
         make = {"cnn-small": _cnn_small, "lenet": _lenet, "cnn-madry": _cnn_madry,
                 "cnn-wong": _cnn_wong}[name]
@@ -206,3 +253,15 @@ def build(name: str, *, input_shape: tuple, n_classes: int,
     if generator is not None:
         _reinit(model, generator)
     return model.eval()
+
+
+def kwargs_for_data(name: str, kwargs: dict, info) -> dict:
+    """``kwargs`` of the zoo model ``name`` trained on data described by ``info`` (a
+    DatasetInfo): an ``mlp`` on tabular features outside [0, 1] gets ``input_range`` from the
+    per-feature bounds, so that it trains and runs on the raw features."""
+    fs = getattr(info, "feature_space", None)
+    if name != "mlp" or fs is None or "input_range" in kwargs:
+        return dict(kwargs)
+    if min(fs.lo) >= 0.0 and max(fs.hi) <= 1.0:
+        return dict(kwargs)
+    return {**kwargs, "input_range": [list(fs.lo), list(fs.hi)]}

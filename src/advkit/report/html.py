@@ -90,7 +90,7 @@ def _context(report: Report) -> dict[str, Any]:
         "gate": [{"passed": f.passed, "text": gate_line(f), "key": f.metric} for f in gate],
         "summaries": [{"kind": kind, "header": [h.replace("_", " ") for h in header],
                        "rows": rows, "numeric_from": 4}
-                      for kind, header, rows in summary_tables(report.scenarios)],
+                      for kind, header, rows in summary_tables(report.scenarios, report.dataset)],
         "model": _pairs(report.model),
         "dataset": _pairs(report.dataset),
         "sections": sections,

@@ -195,11 +195,18 @@ def finding_measure(f: Finding) -> str:
     return text + (f" (threshold {fmt_number(f.threshold)})" if f.threshold is not None else "")
 
 
+def eps_header(dataset: Mapping[str, Any] | None) -> str:
+    """The eps column's header: with its unit for tabular data (per-feature normalised units)."""
+    unit = ((dataset or {}).get("features") or {}).get("eps_unit")
+    return "eps (fraction of each feature's range)" if unit else "eps"
+
+
 def summary_tables(
-    scenarios: Iterable[ScenarioResult],
+    scenarios: Iterable[ScenarioResult], dataset: Mapping[str, Any] | None = None,
 ) -> list[tuple[str, list[str], list[list[str]]]]:
     """One (kind, header, rows of formatted cells) table per scenario kind, in order of first
-    appearance; metric columns are the union of the kind's metric names in first-seen order."""
+    appearance; metric columns are the union of the kind's metric names in first-seen order
+    (``dataset``: the report's, for the unit of eps)."""
     by_kind: dict[str, list[ScenarioResult]] = {}
     for s in scenarios:
         by_kind.setdefault(s.kind, []).append(s)
@@ -208,7 +215,8 @@ def summary_tables(
         metrics: list[str] = []
         for s in group:
             metrics.extend(m for m in s.metrics if m not in metrics)
-        header = ["scenario", "attack", "defense", "params", *metrics, "time"]
+        header = ["scenario", "attack", "defense", "params",
+                  *(eps_header(dataset) if m == "eps" else m for m in metrics), "time"]
         rows = [[s.id, s.attack, s.defense or "none", fmt_params(s.params),
                  *(fmt_value(s.metrics[m]) if m in s.metrics else MISSING for m in metrics),
                  fmt_seconds(s.seconds) + (" (from store)" if getattr(s, "from_store", False)
@@ -293,7 +301,7 @@ def render_markdown(report: Report) -> str:
     lines.append("")
     if report.scenarios:
         lines += ["## Scenarios", ""]
-        for kind, header, rows in summary_tables(report.scenarios):
+        for kind, header, rows in summary_tables(report.scenarios, report.dataset):
             lines += [f"**{kind}**", "", *_table(header, rows), ""]
     if report.manifest:
         lines += ["## Run", ""]
@@ -305,6 +313,6 @@ def render_markdown(report: Report) -> str:
 
 
 __all__ = ["render_markdown", "fmt_number", "fmt_proportion", "fmt_value", "fmt_params",
-           "fmt_seconds", "flatten", "ordered_findings", "summary_tables", "describe",
+           "fmt_seconds", "flatten", "ordered_findings", "summary_tables", "eps_header", "describe",
            "finding_measure", "is_proportion", "skipped_findings", "split_gate", "verdict_view",
            "report_verdicts", "gate_line"]

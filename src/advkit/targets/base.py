@@ -60,6 +60,8 @@ class InputContract:
     dtype: torch.dtype = torch.float32
     normalization: str = "inside the model"
     class_names: tuple[str, ...] | None = None
+    # tabular data: per-feature bounds and constraints (advkit.data.features.FeatureSpace)
+    features: object | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -77,6 +79,10 @@ class InputContract:
                 f"contract bounds must be finite with lo < hi, got {self.bounds}")
         if self.n_classes < 2:
             raise InputContractError(f"a classifier needs n_classes >= 2, got {self.n_classes}")
+        fs = self.features
+        if fs is not None and (len(self.shape) != 1 or fs.d != self.shape[0]):
+            raise InputContractError(f"per-feature bounds for {fs.d} features do not fit inputs "
+                                     f"of shape {self.shape}")
 
 
 def _where(mask: torch.Tensor) -> tuple[int, tuple[int, ...]]:
@@ -138,6 +144,8 @@ class Target(ABC):
             x = x.to(c.dtype)
         lo, hi = c.bounds
         tol = 1e-5 * max(1.0, hi - lo)
+        if c.features is not None:
+            self._check_features(x)
         if x.numel():  # fast path, one pass: NaN propagates through min/max, so finite extremes
             mn, mx = (float(v) for v in torch.aminmax(x.detach()))  # within bounds: a valid batch
             if math.isfinite(mn) and math.isfinite(mx) and mn >= lo - tol and mx <= hi + tol:
@@ -161,6 +169,28 @@ class Target(ABC):
                     "or declare the bounds the model really uses"
                 )
         return x
+
+    def _check_features(self, x: torch.Tensor) -> None:
+        """Each feature within its own bounds (tabular contracts)."""
+        fs = self.contract.features
+        lo = torch.tensor(fs.lo, dtype=torch.float64, device=x.device)
+        hi = torch.tensor(fs.hi, dtype=torch.float64, device=x.device)
+        tol = 1e-5 * torch.clamp(hi - lo, min=1.0)
+        xd = x.detach().to(torch.float64)
+        bad = (xd < lo - tol) | (xd > hi + tol)
+        if bool(bad.any()):
+            i, (j,) = _where(bad)
+            raise InputContractError(
+                f"input {i}: feature {fs.names[j]!r} is {float(xd[i, j]):.6g}, outside its bounds "
+                f"[{fs.lo[j]:g}, {fs.hi[j]:g}]; fix: pass data in the units the contract declares "
+                "(or widen dataset.features.bounds)")
+
+    @property
+    def feature_space(self):
+        """The FeatureSpace when this target takes tabular inputs in per-feature unit space
+        (``advkit.targets.features.FeatureSpaceTarget``), else None."""
+        inner = getattr(self, "inner", None)
+        return inner.feature_space if isinstance(inner, Target) else None
 
     def check_labels(self, y, n: int | None = None) -> torch.Tensor:
         if isinstance(y, np.ndarray):
@@ -190,11 +220,18 @@ class Target(ABC):
             )
         return y
 
-    def require(self, required, who: str = "this attack", suggest: str | None = None) -> None:
+    def require(self, required, who: str = "this attack", suggest: str | None = None, *,
+                hint: str | Callable[[Capabilities], str] | None = None) -> None:
+        """IncompatibleTargetError when the target lacks a capability in ``required``; the
+        message ends with ``hint`` (a whole clause, or a function of the target's capabilities
+        returning one, e.g. ``EvasionAttack.suggestion``) or "try ``suggest``" (something that
+        needs only what the target has)."""
         missing = self.capabilities.missing(required)
         if missing:
             has = ", ".join(sorted(self.capabilities.names())) or "nothing"
-            tip = f"; try {suggest}, which needs only what the target has" if suggest else ""
+            hint = hint(self.capabilities) if callable(hint) else hint
+            tip = (f"; {hint}" if hint else
+                   f"; try {suggest}, which needs only what the target has" if suggest else "")
             raise IncompatibleTargetError(
                 f"{who} needs {', '.join(missing)} but {type(self).__name__} offers only {has}{tip}"
             )

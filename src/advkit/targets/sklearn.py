@@ -2,8 +2,10 @@
 
 Every estimator answers labels; those with ``predict_proba`` answer probabilities. Linear models
 (LogisticRegression, LinearSVC, SGDClassifier, RidgeClassifier, Perceptron: anything with ``coef_``
-and ``intercept_`` and a linear ``decision_function``) are re-expressed in torch, so their logits and
-exact input gradients come from autograd with no numpy round trip.
+and ``intercept_`` and a linear ``decision_function``), and Pipelines of affine steps (scalers, PCA,
+``"passthrough"``) ending in one, are re-expressed in torch (:mod:`advkit.targets.sklearn_torch`),
+so their logits and exact input gradients come from autograd with no numpy round trip. Any other
+Pipeline or estimator is a labels-and-probabilities target.
 """
 
 from __future__ import annotations
@@ -16,26 +18,12 @@ import torch
 
 from advkit.errors import InputContractError, InvalidParameterError
 from advkit.targets.base import Capabilities, Target, check_scores
-
-_LINEAR = (
-    "LogisticRegression",
-    "LogisticRegressionCV",
-    "LinearSVC",
-    "SGDClassifier",
-    "RidgeClassifier",
-    "RidgeClassifierCV",
-    "Perceptron",
-    "PassiveAggressiveClassifier",
-)
-
-
-def _is_linear(est) -> bool:
-    return type(est).__name__ in _LINEAR and hasattr(est, "coef_") and hasattr(est, "intercept_")
+from advkit.targets.sklearn_torch import linear_form
 
 
 @dataclass(eq=False)
 class SklearnTarget(Target):
-    """A fitted scikit-learn classifier; exact gradients for linear models.
+    """A fitted scikit-learn classifier; exact gradients for linear models and affine Pipelines.
 
     The estimator's ``classes_`` must be 0..n_classes-1 (advkit's labels are class indices).
     For a binary linear model with decision value z the logits are (0, z), so that
@@ -69,11 +57,10 @@ class SklearnTarget(Target):
                 f"contract's inputs {self.contract.shape} have {d}; fix: audit it with the data it "
                 "was trained on (same columns, same encoding)"
             )
-        if _is_linear(est):
-            w = torch.as_tensor(np.asarray(est.coef_, dtype=np.float64), dtype=torch.float32)
-            b = torch.as_tensor(
-                np.asarray(est.intercept_, dtype=np.float64).reshape(-1), dtype=torch.float32
-            )
+        form = linear_form(est)
+        if form is not None:
+            w = torch.as_tensor(form[0], dtype=torch.float32)
+            b = torch.as_tensor(form[1], dtype=torch.float32)
             if w.shape[0] == 1 and k == 2:
                 w = torch.cat([torch.zeros_like(w), w])
                 b = torch.cat([torch.zeros_like(b), b])

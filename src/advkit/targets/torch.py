@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -14,7 +16,8 @@ from advkit.errors import (
     InputContractError,
     InvalidParameterError,
     ModelBehaviorError,
-    short,
+    ModelInputShapeError,
+    image_layouts,
 )
 from advkit.targets.base import (
     Capabilities,
@@ -42,6 +45,59 @@ def module_device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
+
+
+# words of torch's shape errors: "Expected 3D (unbatched) or 4D (batched) input to conv2d", "mat1
+# and mat2 shapes cannot be multiplied", "expected input[...] to have 1 channels", "size mismatch"
+_SHAPE_ERROR = re.compile(r"shape|size|dimension|\b\dD\b|channels|mat1|expected input", re.I)
+
+
+def error_cause(exc: BaseException) -> str:
+    """The error itself, on one line: for a TorchScript error, its last line (the interpreter's
+    "Traceback of TorchScript" of serialized code before it says nothing to the user)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) > 1 and any("Traceback" in ln for ln in lines):
+        lines = lines[-1:]
+    text = " ".join(lines).removeprefix(f"{type(exc).__name__}: ") or type(exc).__name__
+    return text if len(text) <= 300 else f"{text[:280]}... ({len(text)} characters)"
+
+
+def reshape_fix(shape: tuple[int, ...]) -> str:
+    """How to give a model the layout it may expect, for data samples of ``shape``."""
+    d = math.prod(shape)
+    if len(shape) == 1:
+        images = image_layouts(d)
+        if images:
+            layout = " or ".join(f"(n, {c}, {h}, {w})" for c, h, w in images)
+            return (f"for a model that takes images, store the data's x as {layout} instead of "
+                    f"flat (n, {d}) features (numpy: x.reshape(-1, "
+                    f"{', '.join(map(str, images[0]))})); a model for flat features must take "
+                    f"(n, {d})")
+        return (f"for a model that takes images, store the data's x as (n, channels, height, "
+                f"width); a model for flat features must take (n, {d})")
+    dims = ", ".join(map(str, shape))
+    if len(shape) == 2:
+        return (f"for a model that takes one-channel images, add the channel axis: store the "
+                f"data's x as (n, 1, {dims}) (numpy: x[:, None]); for one that takes flat "
+                f"features, as (n, {d}) (numpy: x.reshape(len(x), -1))")
+    return (f"for a model that takes flat feature vectors, store the data's x as (n, {d}) "
+            "(numpy: x.reshape(len(x), -1)); for one that takes other images (size, channels), "
+            f"convert the data to its layout: the data gives (n, {dims})")
+
+
+def forward_error(name: str, exc: BaseException, batch: tuple[int, ...], contract
+                  ) -> ModelBehaviorError:
+    """The typed error for a model whose forward raised ``exc`` on a batch of shape ``batch``:
+    ModelInputShapeError naming the shape and the reshape when it reads like a shape mismatch."""
+    cause = error_cause(exc)
+    what = f"the model {name} raised {type(exc).__name__} on inputs of shape {batch}: {cause}"
+    if _SHAPE_ERROR.search(cause):
+        return ModelInputShapeError(
+            f"{what}; the model does not take samples of the data's shape {contract.shape}. "
+            f"Fix: {reshape_fix(contract.shape)}")
+    return ModelBehaviorError(
+        f"{what}; fix its forward, or check that it takes inputs of shape "
+        f"(N, {', '.join(map(str, contract.shape))}) within {contract.bounds}")
 
 
 @dataclass(eq=False)
@@ -104,12 +160,7 @@ class TorchTarget(Target):
         except _NOT_THE_MODEL:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure inside the user's forward
-            raise ModelBehaviorError(
-                f"the model {self.model_name} raised {type(exc).__name__} on a valid batch of shape "
-                f"{tuple(xin.shape)}: {short(str(exc))}; fix its forward, or check that it takes "
-                f"inputs of shape (N, {', '.join(map(str, self.contract.shape))}) within "
-                f"{self.contract.bounds}"
-            ) from exc
+            raise forward_error(self.model_name, exc, tuple(xin.shape), self.contract) from exc
         finally:
             if was_training:
                 self.model.train(True)
@@ -124,8 +175,10 @@ class TorchTarget(Target):
 
     @property
     def model_name(self) -> str:
-        """The model's class name, as error messages name it."""
-        return type(self.model).__name__
+        """The model's class name, as error messages name it (a TorchScript model's original
+        class name, not RecursiveScriptModule)."""
+        original = getattr(self.model, "original_name", None)
+        return original if isinstance(original, str) and original else type(self.model).__name__
 
     def _check_output(self, out: torch.Tensor, n: int) -> None:
         if self.output == "logits" and n > 1 and looks_like_probabilities(out):

@@ -38,7 +38,10 @@ from advkit.threats import LpBall, parse_norm
 
 
 def _b(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.reshape((-1,) + (1,) * (like.dim() - 1))
+    """``v`` (one value per point) shaped to broadcast over ``like``, in ``like``'s dtype when
+    floating (float64 inputs, as tabular unit space, with a float32 model's losses)."""
+    v = v.reshape((-1,) + (1,) * (like.dim() - 1))
+    return v.to(like.dtype) if v.is_floating_point() else v
 
 
 def checkpoints(steps: int) -> list[int]:

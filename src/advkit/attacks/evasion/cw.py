@@ -98,7 +98,7 @@ class CarliniWagnerL2(EvasionAttack):
         lower = torch.zeros(n, device=dev)
         upper = torch.full((n,), 1e10, device=dev)
         const = torch.full((n,), self.initial_const, device=dev)
-        best_l2 = torch.full((n,), math.inf, device=dev)
+        best_l2 = torch.full((n,), math.inf, device=dev, dtype=x.dtype)
         best_x = x.clone()
         w0 = to_tanh(x, lo, hi)
         check = max(1, self.max_iter // 10)

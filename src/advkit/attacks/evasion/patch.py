@@ -110,7 +110,7 @@ class Patch(EvasionAttack):
     def fit(self, target: Target, x, y, *, goal=None, generator: torch.Generator | None = None
             ) -> AdversarialPatch:
         """Train a patch on ``(x, y)`` (validated like ``attack``)."""
-        target.require(self.requires, f"the {self.name} attack", self.suggest)
+        target.require(self.requires, f"the {self.name} attack", hint=self.suggestion)
         x = target.check_inputs(x).detach()
         y = target.check_labels(y, x.shape[0]).to(x.device)
         return AdversarialPatch(self._train(target, x, y, goal or Untargeted(), generator),

@@ -89,7 +89,7 @@ class Universal(EvasionAttack):
     def fit(self, target: Target, x, y, *, goal=None, generator: torch.Generator | None = None
             ) -> UniversalPerturbation:
         """Fit v on ``(x, y)`` (validated like ``attack``) and return it with its fooling rate."""
-        target.require(self.requires, f"the {self.name} attack", self.suggest)
+        target.require(self.requires, f"the {self.name} attack", hint=self.suggestion)
         x = target.check_inputs(x).detach()
         y = target.check_labels(y, x.shape[0]).to(x.device)
         return self._fit(target, x, y, goal or Untargeted(), generator)[0]
