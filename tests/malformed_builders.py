@@ -201,9 +201,12 @@ SPECS = {
     "unknown-attack-param": (_attack(name="pgd", params={"stepz": 3}), "stepz"),
     "bad-attack-param": (_attack(name="pgd", params={"steps": -1}), "steps"),
     "attack-param-type": (_attack(name="pgd", params={"steps": "ten"}), "steps"),
-    "attack-param-string-number": (_attack(name="pgd", params={"step_size": "x"}), "a number"),
+    "attack-param-string-number": (_attack(name="pgd", params={"step_size": "x"}),
+                                   "PGD: parameter 'step_size' must be a float in (0, inf) or "
+                                   "None; got 'x' (str)"),
     "attack-param-bool-string": (_attack(name="pgd", params={"random_start": "yes"}),
-                                 "random_start='yes': expected true or false"),
+                                 "PGD: parameter 'random_start' must be a bool (true or false); "
+                                 "got 'yes' (str)"),
     "bad-norm": (_attack(norm="l3"), "norm"),
     "ensemble-eps-zero": (spec_yaml(attacks=DROP, ensemble={"eps": [0.0]}), "> 0"),
     "ensemble-version": (spec_yaml(ensemble={"version": "x"}), "version"),

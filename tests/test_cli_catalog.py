@@ -67,13 +67,14 @@ def test_audit_logs_one_line_per_stage_outside_a_terminal(tmp_path, capsys):
                     "evaluation: {n_samples: 30}\nattacks: [{name: fgsm, eps: [0, 0.1]}]\n")
     assert run(["audit", str(spec), "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err
-    assert "advkit: [1/3] fgsm/Linf/eps=0 done in" in err
-    assert "advkit: [3/3] report and validity checks done in" in err
+    assert "advkit: [1/4] fgsm/Linf/eps=0 done in" in err
+    assert "advkit: [3/4] evasion/validity-checks done in" in err
+    assert "advkit: [4/4] report done in" in err
     assert run(["audit", str(spec), "--out", str(tmp_path / "r"), "--fail-under",
                 "clean_accuracy=0.1"]) == 0
     captured = capsys.readouterr()
-    assert "advkit: [2/3] fgsm/Linf/eps=0.1: read from the store" in captured.err
+    assert "advkit: [2/4] fgsm/Linf/eps=0.1: read from the store" in captured.err
     assert "from store" in captured.out  # the summary marks stored scenarios
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert doc["manifest"]["scenarios_from_store"] == 2
+    assert doc["manifest"]["scenarios_from_store"] == 3  # two attacks and the checks
     assert set(doc["manifest"]["durations"]) == {"first_run_s", "resumed_s", "total_s"}

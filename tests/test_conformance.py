@@ -1,9 +1,11 @@
-"""Every registered evasion attack passes the conformance suite on two toy targets."""
+"""Every registered name passes the conformance suite (declared parameters, invalid values in the
+one format, threat tag), iterating the registry over every family; every evasion attack also runs
+on two toy targets."""
 
 import pytest
 
 from advkit import registry
-from advkit.testing import check_evasion_attack, toy_image_target, toy_linear_target
+from advkit.testing import check_entry, check_evasion_attack, toy_image_target, toy_linear_target
 
 EVASION = registry.list("evasion")
 # attacks whose paper defaults take minutes on the toy; the behaviour is the same at these budgets
@@ -33,3 +35,12 @@ def test_conformance_on_linear_sklearn(name, linear_target):
     if getattr(entry.cls, "images_only", False):
         pytest.skip(f"{name} applies to images only")
     check_evasion_attack(name, target, x, y, params=FAST.get(name))
+
+
+@pytest.mark.parametrize("name", registry.list())
+def test_every_registered_name_conforms(name):
+    check_entry(name)
+
+
+def test_the_registry_covers_every_family():
+    assert {e.family for e in registry.entries()} >= {"evasion", "poisoning", "defense"}

@@ -42,11 +42,34 @@ class AdvkitError(Exception):
 
 
 class InvalidParameterError(AdvkitError, ValueError):
-    """A parameter is outside its allowed range or of the wrong kind."""
+    """A parameter is outside its allowed range or of the wrong kind.
 
-    def __init__(self, name: str, value: object, allowed: str):
-        self.name, self.value, self.allowed = name, value, allowed
-        super().__init__(f"invalid parameter {name}={short(value)}: expected {allowed}")
+    With ``owner`` (the class the parameter belongs to) the message is the one format of declared
+    parameters (``advkit.params``): ``PGD: parameter 'eps' must be a float in [0, inf); got '0.1'
+    (str)``."""
+
+    def __init__(self, name: str, value: object, allowed: str, *, owner: str | None = None,
+                 given: str | None = None):
+        self.name, self.value, self.allowed, self.owner = name, value, allowed, owner
+        if owner is None:
+            super().__init__(f"invalid parameter {name}={short(value)}: expected {allowed}")
+        else:
+            given = given or f"{short(value)} ({type(value).__name__})"
+            super().__init__(f"{owner}: parameter {name!r} must be {allowed}; got {given}")
+
+
+class UnknownParameterError(InvalidParameterError):
+    """A keyword parameter that the class does not take."""
+
+    def __init__(self, owner: str, name: str, value: object, known):
+        self.name, self.value, self.owner = name, value, owner
+        self.allowed = ", ".join(known)
+        AdvkitError.__init__(self, f"{owner}: unknown parameter {name!r} (given {short(value)}); "
+                                   f"{owner} takes {self.allowed or 'no parameters'}")
+
+
+class RegistrationError(AdvkitError, ValueError):
+    """A registry name is already held by another class, or a registration is malformed."""
 
 
 class IncompatibleTargetError(AdvkitError):
@@ -96,6 +119,10 @@ class AuditSpecError(AdvkitError):
 
 class ReportFormatError(AdvkitError, ValueError):
     """A report document (or a piece of a report) is malformed or of an unknown schema version."""
+
+
+class HistoryError(AdvkitError):
+    """The audit history (SQLite) is damaged, foreign, locked, or lacks the audit asked for."""
 
 
 class MissingDependencyError(AdvkitError, ImportError):

@@ -1,7 +1,9 @@
 """Names → classes for attacks and defenses.
 
-``@register("pgd", family="evasion")`` on a class makes it available to ``create("pgd", eps=...)``,
-``advkit list`` and ``advkit describe pgd``; the conformance suite and docs iterate ``entries()``.
+``@register("pgd", family="evasion", threat=...)`` on a class makes it available to
+``create("pgd", eps=...)``, ``advkit list`` and ``advkit describe pgd``; the conformance suite and
+docs iterate ``entries()``. Each entry holds the class and its threat tag (``advkit.threat_tags``);
+``create`` checks every parameter against its declaration (``advkit.params``) before building.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import builtins
 import importlib
 import inspect
 import pkgutil
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 
-from advkit.errors import InvalidParameterError
+from advkit import params as _params
+from advkit.errors import InvalidParameterError, RegistrationError
+from advkit.threat_tags import ThreatTag
 
 FAMILIES = ("evasion", "poisoning", "privacy", "defense")
 # packages whose modules register entries; imported on first use of the registry
@@ -24,6 +28,7 @@ class Entry:
     name: str
     family: str
     cls: type
+    threat: ThreatTag | None = None  # declared at registration
 
     @property
     def summary(self) -> str:
@@ -31,31 +36,44 @@ class Entry:
         return doc.strip().splitlines()[0] if doc else ""
 
     def parameters(self) -> builtins.list[tuple[str, object, str]]:
-        """(name, default, type) of each constructor parameter."""
-        out = []
-        for f in fields(self.cls):
-            if not f.init or f.name.startswith("_"):
-                continue
-            out.append((f.name, f.default, str(f.type)))
-        return out
+        """(name, default, type) of each constructor parameter (the type from its declaration)."""
+        return [(p["name"], p["default"], p["type"]) for p in _params.describe(self.cls)]
+
+    def declarations(self) -> dict[str, _params.Param]:
+        """``{parameter: Param}``: each parameter's declared constraint."""
+        return _params.declarations(self.cls)
 
 
 _REGISTRY: dict[str, Entry] = {}
 _loaded = False
 
 
-def register(name: str, family: str):
-    """Class decorator: register ``cls`` under ``name`` in ``family``."""
+def _same_class(a: type, b: type) -> bool:
+    """The same class object, or the same class defined again by reloading its module."""
+    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+def register(name: str, family: str, threat: ThreatTag | None = None):
+    """Class decorator: register ``cls`` under ``name`` in ``family`` with its threat tag.
+
+    A name another class already holds raises RegistrationError (registering the same class
+    again, as a module reload does, is allowed)."""
     if family not in FAMILIES:
         raise InvalidParameterError("family", family, f"one of {FAMILIES}")
+    if threat is not None and not isinstance(threat, ThreatTag):
+        raise InvalidParameterError("threat", threat, "a ThreatTag (advkit.threat_tags.tag)")
 
     def deco(cls):
         prev = _REGISTRY.get(name)
-        if prev is not None and prev.cls.__qualname__ != cls.__qualname__:
-            raise ValueError(f"registry name {name!r} is already taken by {prev.cls.__qualname__}")
-        _REGISTRY[name] = Entry(name, family, cls)
+        if prev is not None and not _same_class(prev.cls, cls):
+            raise RegistrationError(
+                f"registry name {name!r} is already taken by "
+                f"{prev.cls.__module__}.{prev.cls.__qualname__}; register "
+                f"{cls.__module__}.{cls.__qualname__} under another name")
+        _REGISTRY[name] = Entry(name, family, cls, threat)
         cls.name = name
         cls.family = family
+        cls.threat_tag = threat
         return cls
 
     return deco
@@ -83,34 +101,17 @@ def get(name: str) -> Entry:
     return _REGISTRY[name]
 
 
-_BOOL_TYPES = {"bool": False, "bool | None": True, "None | bool": True,
-               "Optional[bool]": True, bool: False}
-
-
-def check_bool_params(cls: type, params: dict) -> None:
-    """Refuse a non-bool value for a field of ``cls`` annotated ``bool`` (or ``bool | None``):
-    ``random_start="yes"`` from a spec would otherwise be truthy and silently mean True."""
-    for f in fields(cls):
-        if f.name not in params or f.type not in _BOOL_TYPES:
-            continue
-        value = params[f.name]
-        if not isinstance(value, bool) and not (value is None and _BOOL_TYPES[f.type]):
-            allowed = "true or false" + (" or null" if _BOOL_TYPES[f.type] else "")
-            raise InvalidParameterError(f.name, value, f"{allowed} (a boolean, not a "
-                                        f"{type(value).__name__}; in a YAML spec, unquoted)")
-
-
 def create(name: str, **params):
-    """Build the registered class ``name`` with keyword parameters; a bool-typed parameter must be
-    given a bool (InvalidParameterError otherwise)."""
+    """Build the registered class ``name`` with keyword parameters, each checked against its
+    declaration first (``advkit.params``): InvalidParameterError in the one message format."""
     entry = get(name)
-    if is_dataclass(entry.cls):
-        check_bool_params(entry.cls, params)
+    _params.check_values(entry.cls, params)
     try:
         return entry.cls(**params)
-    except TypeError as exc:
+    except TypeError as exc:  # a class without declarations, or a required parameter missing
         allowed = ", ".join(p for p, _, _ in entry.parameters())
-        raise InvalidParameterError(name, params, f"keyword parameters among ({allowed}): {exc}") from None
+        raise InvalidParameterError(name, params,
+                                    f"keyword parameters among ({allowed}): {exc}") from None
 
 
 def entries(family: str | None = None) -> builtins.list[Entry]:

@@ -45,17 +45,19 @@ def test_store_keys_each_scenario_by_its_inputs_and_reports_both_durations(tmp_p
                       "pgd/Linf/eps=0.1": False}
     d = rep.manifest["durations"]
     assert d["resumed_s"] is None and d["first_run_s"] == d["total_s"] > 0
-    assert rep.manifest["scenarios_run"] == 3 and rep.manifest["scenarios_from_store"] == 0
-    # one line per finished stage, numbered, naming the stage and its time (3 scenarios + report)
-    assert lines[0].startswith("[1/4] fgsm/Linf/eps=0 done in ") and lines[0].endswith(" s")
-    assert lines[-1].startswith("[4/4] report and validity checks done in")
+    # stages: 3 scenarios and the stored validity checks
+    assert rep.manifest["scenarios_run"] == 4 and rep.manifest["scenarios_from_store"] == 0
+    # one line per finished stage, numbered, naming the stage and its time (4 stages + report)
+    assert lines[0].startswith("[1/5] fgsm/Linf/eps=0 done in ") and lines[0].endswith(" s")
+    assert lines[-2].startswith("[4/5] evasion/validity-checks done in")
+    assert lines[-1].startswith("[5/5] report done in")
     first = {s.id: s.metrics["robust_accuracy"].k for s in rep.scenarios if s.id in stored}
 
     # a new threshold and title: nothing reruns; the report says so and keeps the first run's time
     rep2, stored2, lines2 = _run(tmp_path, caplog, title="renamed",
                                  fail_under={"clean_accuracy": 0.99})
     assert all(stored2.values()) and rep2.manifest["scenarios_run"] == 0
-    assert rep2.manifest["scenarios_from_store"] == 3
+    assert rep2.manifest["scenarios_from_store"] == 4  # the checks are not run again
     assert {s.id: s.metrics["robust_accuracy"].k for s in rep2.scenarios if s.id in stored} == first
     d2 = rep2.manifest["durations"]
     assert d2["first_run_s"] >= d["first_run_s"] - 1e-3  # the original run's time, not the resume's
@@ -102,19 +104,21 @@ def test_bar_names_the_running_stage_before_it_starts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(progress_mod, "progress_bar", stub)
     seen = []
-    real = runner.run_scenario
+    from advkit.audit.families import evasion
+
+    real = evasion.run_scenario
 
     def spy(sc, *a, **k):
         seen.append((sc.id, bar.description, bar.completed))
         return real(sc, *a, **k)
 
-    monkeypatch.setattr(runner, "run_scenario", spy)
+    monkeypatch.setattr(evasion, "run_scenario", spy)
     spec = parse_spec(SPEC)
     runner.run_audit(spec, out_dir=tmp_path / "out", spec_sha256="x", progress=True)
-    assert seen == [("fgsm/Linf/eps=0", "audit [1/4] fgsm/Linf/eps=0", 0),
-                    ("fgsm/Linf/eps=0.1", "audit [2/4] fgsm/Linf/eps=0.1", 1),
-                    ("pgd/Linf/eps=0.1", "audit [3/4] pgd/Linf/eps=0.1", 2)]
-    assert bar.completed == 4
+    assert seen == [("fgsm/Linf/eps=0", "audit [1/5] fgsm/Linf/eps=0", 0),
+                    ("fgsm/Linf/eps=0.1", "audit [2/5] fgsm/Linf/eps=0.1", 1),
+                    ("pgd/Linf/eps=0.1", "audit [3/5] pgd/Linf/eps=0.1", 2)]
+    assert bar.completed == 5  # and the validity checks, and the report
 
 
 def test_sequential_stages_and_terminal_detection(monkeypatch, caplog):

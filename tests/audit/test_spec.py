@@ -67,3 +67,16 @@ def test_relative_paths_resolve_next_to_the_spec(tmp_path):
         tmp_path / "m"
     )
     assert len(sha) == 64
+
+
+def test_two_entries_of_one_attack_with_different_parameters_both_run():
+
+    spec = parse_spec({"dataset": "digits", "model": {"zoo": "mlp"}, "attacks": [
+        {"name": "pgd", "eps": [0.1], "params": {"steps": 10}},
+        {"name": "pgd", "eps": [0.1, 0.2], "params": {"steps": 50}},
+        {"name": "pgd", "eps": [0.3], "params": {"steps": 10}}]})
+    ids = [sc.id for sc in make_plan(spec)]
+    assert ids == ["pgd/Linf/eps=0.1", "pgd#2/Linf/eps=0.1", "pgd#2/Linf/eps=0.2",
+                   "pgd/Linf/eps=0.3"]
+    steps = {sc.id: sc.params["steps"] for sc in make_plan(spec)}
+    assert steps["pgd#2/Linf/eps=0.1"] == 50 and steps["pgd/Linf/eps=0.1"] == 10

@@ -110,6 +110,12 @@ def test_random_forest_csv_audit(folder, capsys):
     assert "eps (fraction of each feature&#39;s range)" in html or \
         "eps (fraction of each feature's range)" in html
     assert "Features, bounds and constraints" in html
+    # the threat × verdict matrix: the model file's scan and the evasion audit, each with its
+    # MITRE ATLAS technique
+    assert [v["threat"] for v in report["verdicts"]] == ["supply chain", "evasion"]
+    assert [v["tag"]["atlas_id"] for v in report["verdicts"]] == ["AML.T0010.003",
+                                                                   "AML.T0043.000"]
+    assert "<h2>Threats</h2>" in html and "AML.T0010.003" in html
 
 
 def test_pipeline_csv_audit(folder, capsys):

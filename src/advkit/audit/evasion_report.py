@@ -31,7 +31,7 @@ def _norm(s) -> str:
 def distance_norm(s) -> str:
     from advkit.audit.plan import attack_norm
 
-    return s.per_sample.get("distance_norm") or attack_norm(s.attack, s.params)
+    return s.per_sample.get("distance_norm") or attack_norm(s.attack.split("#")[0], s.params)
 
 
 def curves(report: Report) -> dict[tuple[str, str], list]:
@@ -237,7 +237,34 @@ def ensemble_table(report: Report) -> Table | None:
     )
 
 
-def example_grid(report: Report, x, y, clean_pred, target, info) -> Section | None:
+def example_confidences(target, x, k: int = 8) -> list[float]:
+    """The model's confidence on the first ``k`` points (the clean row of the example grid)."""
+    with torch.no_grad():
+        return torch.softmax(target.predict_scores(x[:k], check=False), 1).max(1).values.tolist()
+
+
+def evasion_checks(report: Report, *, x, y, target, unbounded: bool = True,
+                   generator: torch.Generator | None = None) -> list:
+    """The validity checks (``advkit.evaluation.checks``) for the attack results in ``report``:
+    per norm, the curve checks; on the first norm, the target checks and (``unbounded``) one PGD
+    run whose ball covers the whole input range."""
+    out = []
+    by_norm: dict[str, dict[str, dict[float, object]]] = defaultdict(dict)
+    for (attack, norm), scs in curves(report).items():
+        by_norm[norm][attack] = {s.metrics["eps"]: s.metrics["robust_accuracy"] for s in scs}
+    for i, (norm, results) in enumerate(by_norm.items()):
+        out.extend(checks.run_evasion_checks(
+            target, x, y, results, target_checks=i == 0, label=norm,
+            unbounded=unbounded and i == 0, generator=generator))
+    if unbounded and not target.capabilities.gradients and by_norm:
+        out.append(checks.skipped(
+            "not_zero_at_unbounded", "the target offers no gradients, so the unbounded PGD "
+            "check could not run"))
+    return out
+
+
+def example_grid(report: Report, x, y, clean_pred, target, info,
+                 clean_conf: list[float] | None = None) -> Section | None:
     if info.kind != "image":
         return None
     groups = curves(report)
@@ -252,8 +279,7 @@ def example_grid(report: Report, x, y, clean_pred, target, info) -> Section | No
     median = float(np.median([s.metrics["eps"] for s in scs]))
     pick = min(scs, key=lambda s: abs(s.metrics["eps"] - median))
     k = len(pick.per_sample["examples_x_adv"])
-    with torch.no_grad():
-        conf = torch.softmax(target.predict_scores(x[:k], check=False), 1).max(1).values
+    conf = clean_conf if clean_conf is not None else example_confidences(target, x, k)
     names = info.class_names or tuple(str(i) for i in range(info.n_classes))
     images = [
         Image(
@@ -294,11 +320,16 @@ def add_evasion_sections(
     generator: torch.Generator | None = None,
     rules=None,
     extra_eps: dict[str, set[float]] | None = None,
+    findings: list | None = None,
+    clean_conf: list[float] | None = None,
 ) -> None:
     """The per-point worst case at each measured budget (``worst_case`` scenarios), curves,
     distributions, images, the example grid, the validity checks (``unbounded`` adds one PGD run
     whose ball covers the whole input range) and the evasion verdict (``rules``: the spec's
-    ``verdicts.evasion``; ``extra_eps[norm]``: budgets asked for by thresholds or the rules)."""
+    ``verdicts.evasion``; ``extra_eps[norm]``: budgets asked for by thresholds or the rules).
+    ``findings`` and ``clean_conf``: the validity checks' findings and the clean confidences of
+    the example points, computed by the audit's checks stage (then nothing here queries the
+    model); computed here when None."""
     from advkit.audit.verdicts import evasion_verdict
 
     n_findings = len(report.findings)
@@ -332,28 +363,10 @@ def add_evasion_sections(
                 image_columns=4,
             )
         )
-    grid = example_grid(report, x, y, clean_pred, target, info)
+    grid = example_grid(report, x, y, clean_pred, target, info, clean_conf)
     if grid is not None:
         report.sections.append(grid)
-    by_norm: dict[str, dict[str, dict[float, object]]] = defaultdict(dict)
-    for (attack, norm), scs in curves(report).items():
-        by_norm[norm][attack] = {s.metrics["eps"]: s.metrics["robust_accuracy"] for s in scs}
-    for i, (norm, results) in enumerate(by_norm.items()):
-        report.findings.extend(
-            checks.run_evasion_checks(
-                target,
-                x,
-                y,
-                results,
-                target_checks=i == 0,
-                label=norm,
-                unbounded=unbounded and i == 0,
-                generator=generator,
-            )
-        )
-    if unbounded and not target.capabilities.gradients and by_norm:
-        report.findings.append(checks.skipped(
-            "not_zero_at_unbounded", "the target offers no gradients, so the unbounded PGD "
-            "check could not run"))
+    report.findings.extend(findings if findings is not None else evasion_checks(
+        report, x=x, y=y, target=target, unbounded=unbounded, generator=generator))
     report.verdicts.append(evasion_verdict(points, report.findings[n_findings:], rules,
                                            requested=extra_eps))

@@ -23,7 +23,10 @@ class Scenario:
     norm: str  # Linf | L2 | L1
     eps: float | None  # None: an attack without a budget (minimum-norm, patch)
     params: dict[str, Any] = field(default_factory=dict, hash=False)
-    kind: str = "attack"  # attack | ensemble
+    kind: str = "attack"  # attack | ensemble (evasion); each family names its own kinds
+    family: str = "evasion"  # the family that plans and runs it (advkit.audit.families)
+    deps: tuple[str, ...] = ()  # ids of earlier stages whose records it needs
+    label: str = ""  # how results name it (an attack's second configuration: "pgd#2")
 
     def attack_params(self) -> dict[str, Any]:
         out = dict(self.params)
@@ -46,16 +49,25 @@ def make_plan(spec: AuditSpec) -> list[Scenario]:
             seen.add(sc.id)
             plan.append(sc)
 
+    variants: dict[tuple[str, str], list[dict]] = {}  # (attack, norm) -> parameter sets seen
     for a in spec.attacks:
         norm = LpBall(norm=a.norm, eps=0).label  # validates and canonicalises: Linf / L2 / L1
         if not _has_field(a.name, "norm") and getattr(registry.get(a.name).cls, "minimum_norm",
                                                       False):
             norm = attack_norm(a.name, a.params)  # cw-l2 is L2, jsma L0, whatever the spec says
+        # two entries of one attack with different parameters are two configurations: the
+        # second is labelled name#2 (its own ids, its own curve), not dropped as a duplicate
+        seen_params = variants.setdefault((a.name, norm), [])
+        if dict(a.params) not in seen_params:
+            seen_params.append(dict(a.params))
+        k = seen_params.index(dict(a.params))
+        label = a.name if k == 0 else f"{a.name}#{k + 1}"
         if not _has_field(a.name, "eps"):
-            add(Scenario(f"{a.name}/{norm}", a.name, norm, None, dict(a.params)))
+            add(Scenario(f"{label}/{norm}", a.name, norm, None, dict(a.params), label=label))
             continue
         for eps in a.eps:
-            add(Scenario(f"{a.name}/{norm}/eps={eps:g}", a.name, norm, float(eps), dict(a.params)))
+            add(Scenario(f"{label}/{norm}/eps={eps:g}", a.name, norm, float(eps),
+                         dict(a.params), label=label))
     if spec.ensemble is not None:
         e = spec.ensemble
         norm = LpBall(norm=e.norm, eps=0).label

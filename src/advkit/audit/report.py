@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from advkit.evaluation.metrics import Proportion
+from advkit.threat_tags import ThreatTag
 
 SCHEMA_VERSION = "1.1"  # 1.1: verdicts, Finding.skipped, worst_case scenarios
 SEVERITIES = ("info", "warning", "critical")
@@ -32,6 +33,9 @@ class Finding:
     scenario: str | None = None
     passed: bool = False  # True: the check ran and found nothing wrong
     skipped: bool = False  # True: the check could not run (then passed is False too)
+    # the threat taxonomy (property, phase, knowledge, MITRE ATLAS technique) of what was
+    # judged, e.g. ``registry.get(attack).threat``; None where it is not known
+    threat_tag: ThreatTag | None = None
 
     @property
     def status(self) -> str:
@@ -58,6 +62,7 @@ class Verdict:
     figures: list[dict[str, Any]] = field(default_factory=list)
     rule: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    tag: dict[str, Any] | None = None  # the family's ThreatTag.to_dict() (taxonomy, ATLAS)
 
 
 @dataclass

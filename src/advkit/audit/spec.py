@@ -41,6 +41,7 @@ from typing import Any
 
 from pydantic import (
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -126,6 +127,20 @@ class AuditSpec(_Strict):
     adapt: AdaptSpec = Field(default_factory=AdaptSpec)
     verdicts: VerdictsSpec = Field(default_factory=VerdictsSpec)
     fail_under: dict[str, float] = Field(default_factory=dict)
+    # one section per threat family (advkit.audit.families); each family validates its own
+    supply_chain: bool | None = None  # default: on whenever the model comes from a file
+    backdoor: dict[str, Any] | None = None
+    poisoning: dict[str, Any] | None = None
+    defenses: Any = None
+    privacy: dict[str, Any] | None = None
+    extraction: dict[str, Any] | None = None
+
+    _families: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def families(self) -> dict[str, Any]:
+        """Each family section given, as its family parsed it (set by ``parse_spec``)."""
+        return self._families
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -139,8 +154,12 @@ class AuditSpec(_Strict):
 
     @model_validator(mode="after")
     def _something_to_run(self):
-        if not self.attacks and self.ensemble is None:
-            raise ValueError("name at least one attack (attacks: [...]) or an ensemble")
+        from advkit.audit.families import SECTIONS
+
+        if not self.attacks and self.ensemble is None and all(
+                getattr(self, s) in (None, False) for s in SECTIONS if s != "supply_chain"):
+            raise ValueError("name at least one attack (attacks: [...]), an ensemble, or a "
+                             f"threat family section ({', '.join(SECTIONS)})")
         return self
 
     def sha256(self) -> str:
@@ -203,8 +222,27 @@ def parse_spec(data: Any, *, source: str = "spec") -> AuditSpec:
                 f"{', '.join(sorted(known))}"
             )
     _check_adapt(spec, source)
+    _parse_families(spec, source)
     _check_scenarios(spec, source)
     return spec
+
+
+def _parse_families(spec: AuditSpec, source: str) -> None:
+    """Each family section through its family's own validator (a reserved name without its
+    module is one clear error)."""
+    from advkit.audit import families as fam_pkg
+    from advkit.audit.families.base import get
+
+    for name in fam_pkg.SECTIONS:
+        raw = getattr(spec, name)
+        if raw is None:
+            continue
+        fam = get(name)
+        if fam is None:
+            raise AuditSpecError(
+                f"{source}: {name}: the {name} family is not available in this version of "
+                "advkit (the name is reserved for it); remove the section")
+        spec._families[name] = fam.parse(raw, source=f"{source}: {name}")
 
 
 def _check_adapt(spec: AuditSpec, source: str) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from advkit.cli.history import history_option
+from advkit.cli.history import record as record_history
 from advkit.cli.output import echo, log_stages
 from advkit.errors import AuditSpecError, check_seed
 from advkit.paths import prepare_out_dir
@@ -87,6 +89,7 @@ def audit(
     progress: bool = typer.Option(
         None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."
     ),
+    history: Path = history_option(),
 ) -> int:
     """Attack a model, measure the damage, write report.html and report.json, print a summary."""
     from advkit.audit.gate import evaluate_thresholds
@@ -145,6 +148,7 @@ def audit(
     echo(render_markdown(report))
     echo(f"\nreport: {paths['html']}\njson:   {paths['json']}"
          + (f"\njunit:  {junit}" if junit is not None else ""))
+    record_history(report, paths["json"], history, spec=spec, preset=preset)  # never fails it
     missed = [f for f in gate if not f.passed]
     if missed:
         for f in missed:

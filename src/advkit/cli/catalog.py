@@ -45,7 +45,10 @@ def describe(
 
         typer.echo(json.dumps(describe_entry(e), indent=2, ensure_ascii=False, allow_nan=False))
         return 0
+    from advkit.catalog import parameters, threat_line
+
     typer.echo(f"{e.name} ({e.family}) — {e.cls.__module__}.{e.cls.__qualname__}")
+    typer.echo(threat_line(e))
     req = sorted(getattr(e.cls, "requires", ()) or ())
     if req:
         typer.echo(f"needs: {', '.join(req)}")
@@ -56,6 +59,9 @@ def describe(
         typer.echo("")
         typer.echo(mod_doc)
     typer.echo("\nparameters:")
-    for pname, default, ptype in e.parameters():
-        typer.echo(f"  {pname:<14} {ptype:<28} default {default!r}")
+    for p in parameters(e):
+        default = "required" if p["required"] else f"default {p['default']!r}"
+        typer.echo(f"  {p['name']:<20} {default}; {p['allowed'] or p['type']}")
+        if p["doc"]:
+            typer.echo(f"  {'':<20} {p['doc']}")
     return 0

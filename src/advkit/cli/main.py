@@ -14,6 +14,7 @@ from typer.exceptions import TyperException
 
 from advkit.cli import audit as audit_cmd
 from advkit.cli import catalog, convert, scan, train
+from advkit.cli import history as history_cmd
 from advkit.cli.output import clean
 from advkit.errors import AdvkitError
 
@@ -29,6 +30,8 @@ app.command("list")(catalog.list_cmd)
 app.command("describe")(catalog.describe)
 app.command("scan")(scan.scan)
 app.command("convert")(convert.convert)
+app.command("history")(history_cmd.history)
+app.command("compare")(history_cmd.compare)
 
 err = Console(stderr=True, highlight=False)
 

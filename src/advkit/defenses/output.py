@@ -16,35 +16,36 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from advkit.errors import check_range
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import MITIGATES_EXTRACTION
 
 
-@register("output-rounding", family="defense")
+@register("output-rounding", family="defense", threat=MITIGATES_EXTRACTION)
 @dataclass(frozen=True, kw_only=True)
 class Rounded:
     """Probabilities rounded to ``decimals`` decimal places (Tramèr et al. 2016)."""
 
-    decimals: int = 2
+    decimals: int = param(2, int, lo=0, hi=12)
     probabilities: ClassVar[bool] = True
 
     def __post_init__(self):
-        check_range("decimals", self.decimals, lo=0, hi=12, kind=int)
+        check_params(self)
 
     def harden(self, p: torch.Tensor) -> torch.Tensor:
         return torch.round(p, decimals=self.decimals)
 
 
-@register("output-topk", family="defense")
+@register("output-topk", family="defense", threat=MITIGATES_EXTRACTION)
 @dataclass(frozen=True, kw_only=True)
 class TopK:
     """Only the ``k`` largest probabilities are returned; the others read 0 (not renormalised)."""
 
-    k: int = 1
+    k: int = param(1, int, lo=1, doc="probabilities kept")
     probabilities: ClassVar[bool] = True
 
     def __post_init__(self):
-        check_range("k", self.k, lo=1, kind=int)
+        check_params(self)
 
     def harden(self, p: torch.Tensor) -> torch.Tensor:
         k = min(self.k, p.shape[1])
@@ -52,7 +53,7 @@ class TopK:
         return torch.zeros_like(p).scatter(1, top.indices, top.values)
 
 
-@register("labels-only", family="defense")
+@register("labels-only", family="defense", threat=MITIGATES_EXTRACTION)
 @dataclass(frozen=True, kw_only=True)
 class LabelsOnly:
     """Only the predicted label is returned (as a one-hot row)."""

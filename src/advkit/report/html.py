@@ -33,6 +33,7 @@ from advkit.report.markdown import (
     skipped_findings,
     split_gate,
     summary_tables,
+    threat_matrix,
 )
 from advkit.report.plots import image_grid_png, plot_png, to_data_uri
 
@@ -87,6 +88,7 @@ def _context(report: Report) -> dict[str, Any]:
         "passed": [_finding(f) for f in passed],
         "skipped": [_finding(f) for f in skipped_findings(checks)],
         "verdicts": report_verdicts(report),
+        "matrix": threat_matrix(report),
         "gate": [{"passed": f.passed, "text": gate_line(f), "key": f.metric} for f in gate],
         "summaries": [{"kind": kind, "header": [h.replace("_", " ") for h in header],
                        "rows": rows, "numeric_from": 4}

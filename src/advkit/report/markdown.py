@@ -151,6 +151,10 @@ def verdict_view(v: Verdict | Mapping[str, Any]) -> dict[str, Any]:
     status = _get(v, "status", "not assessed")
     figures = []
     for fig in _get(v, "figures", []) or []:
+        if "text" in fig:  # a family whose figures are not per-budget robust accuracies
+            figures.append({"text": fig["text"], "judged": bool(fig.get("judged")),
+                            "vulnerable": bool(fig.get("vulnerable"))})
+            continue
         text = (f"{fig['norm']} eps={fmt_number(fig['eps'])}: worst-case robust accuracy "
                 f"{fmt_value(fig['robust_accuracy'])}")
         if fig.get("judged") and fig.get("required") is not None:
@@ -163,7 +167,9 @@ def verdict_view(v: Verdict | Mapping[str, Any]) -> dict[str, Any]:
                         "vulnerable": bool(fig.get("vulnerable"))})
     rule = _get(v, "rule", {}) or {}
     rule_text = ""
-    if rule:
+    if "text" in rule:
+        rule_text = rule["text"]
+    elif rule:
         bound = rule.get("bound", "value")
         what = "estimate" if bound == "value" else f"{bound} 95 % bound"
         budgets = rule.get("budgets")
@@ -176,6 +182,25 @@ def verdict_view(v: Verdict | Mapping[str, Any]) -> dict[str, Any]:
             "label": _STATUS_TEXT.get(status, status).upper(),
             "css": VERDICT_CSS.get(status, "neutral"), "reason": _get(v, "reason", ""),
             "figures": figures, "rule": rule_text}
+
+
+def threat_matrix(report: Report) -> tuple[list[str], list[list[str]]]:
+    """The threat × verdict matrix: one row per verdict (a family that ran) with its taxonomy
+    (property at risk, phase, attacker's knowledge, MITRE ATLAS technique), its headline figure
+    (the judged one, else the first) and its verdict."""
+    header = ["threat", "verdict", "headline", "property", "phase", "knowledge", "ATLAS"]
+    rows = []
+    for raw, v in zip(getattr(report, "verdicts", None) or [], report_verdicts(report),
+                      strict=False):
+        t = _get(raw, "tag") or {}
+        figs = v["figures"]
+        head = next((f["text"] for f in figs if f["judged"]), figs[0]["text"] if figs else
+                    v["reason"])
+        atlas = (f"{t['atlas_id']} {t.get('atlas_name', '')}".strip() if t.get("atlas_id")
+                 else MISSING)
+        rows.append([v["threat"], v["label"], head, t.get("property", MISSING),
+                     t.get("phase", MISSING), t.get("knowledge", MISSING), atlas])
+    return header, rows
 
 
 def report_verdicts(report: Report) -> list[dict[str, Any]]:
@@ -267,6 +292,9 @@ def render_markdown(report: Report) -> str:
     lines = [f"# {report.title}", "",
              f"**Model:** {describe(report.model)}  ",
              f"**Data:** {describe(report.dataset)}", ""]
+    header, rows = threat_matrix(report)
+    if len(rows) > 1:
+        lines += ["## Threats", ""] + _table(header, rows) + [""]
     lines += ["## Verdict", ""]
     for v in report_verdicts(report):
         lines.append(f"- **{v['threat']}: {v['label']}** — {_line(v['reason'])}")
@@ -315,4 +343,4 @@ def render_markdown(report: Report) -> str:
 __all__ = ["render_markdown", "fmt_number", "fmt_proportion", "fmt_value", "fmt_params",
            "fmt_seconds", "flatten", "ordered_findings", "summary_tables", "eps_header", "describe",
            "finding_measure", "is_proportion", "skipped_findings", "split_gate", "verdict_view",
-           "report_verdicts", "gate_line"]
+           "report_verdicts", "gate_line", "threat_matrix"]

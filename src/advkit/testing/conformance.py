@@ -1,33 +1,32 @@
-"""The conformance suite every registered evasion attack must pass (DESIGN §7).
+"""The conformance suite: what every registered attack and defense must pass (DESIGN §7).
 
-``check_evasion_attack(name, target, x, y)`` builds the attack with its defaults and checks: the
-output's shape, dtype and device equal the input's; the perturbation lies within the threat model and
-the bounds; the same seed gives the same output; bad parameters raise InvalidParameterError; the
-model's mode and weights are unchanged; queries are counted.
+``check_entry(name)`` holds for every registered name, whatever its family (evasion and poisoning
+attacks, transforms, output hardening, detectors, certifiers, training defenses): every
+constructor parameter is declared (``advkit.params``), the defaults build, every value that breaks
+a declaration raises InvalidParameterError in the one message format (both through
+``registry.create`` and the class itself), an unknown parameter is refused, and the entry carries
+a threat tag and describes itself as JSON.
+
+``check_evasion_attack(name, target, x, y)`` builds an evasion attack with its defaults and checks
+on top: the output's shape, dtype and device equal the input's; the perturbation lies within the
+threat model and the bounds; the same seed gives the same output; the model's mode and weights are
+unchanged; queries are counted.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 
 import torch
 
+from advkit import params as _params
 from advkit import registry
-from advkit.errors import InvalidParameterError
+from advkit.errors import InvalidParameterError, UnknownParameterError, short
 from advkit.targets.torch import TorchTarget
-
-# generic bad values tried for parameters an attack has (each must raise at construction)
-BAD_VALUES = {
-    "eps": [-0.1, float("nan")],
-    "steps": [0, -3, 2.5],
-    "max_iter": [0, -1],
-    "restarts": [0],
-    "step_size": [-1.0, 0.0],
-    "norm": ["l3", 7],
-    "batch_size": [0],
-    "n_restarts": [0],
-}
+from advkit.threat_tags import ThreatTag
 
 
 class ConformanceFailure(AssertionError):
@@ -98,24 +97,76 @@ def check_evasion_attack(
             if not torch.equal(v, after[1][k]):
                 _fail(name, f"the model's weights changed ({k})")
 
-    field_names = {f.name for f in dataclasses.fields(entry.cls)}
-    for pname, values in BAD_VALUES.items():
-        if pname not in field_names:
-            continue
-        for v in values:
-            try:
-                entry.cls(**{**params, pname: v})
-            except InvalidParameterError as exc:
-                if pname not in str(exc):
-                    _fail(name, f"the error for {pname}={v!r} does not name the parameter: {exc}")
-                continue
-            _fail(name, f"{pname}={v!r} was accepted; it must raise InvalidParameterError")
-    try:
-        registry.create(name, no_such_parameter=1)
-    except InvalidParameterError:
-        pass
-    else:
-        _fail(name, "an unknown parameter was accepted")
+    check_parameters(name)
     if math.isnan(float(res.seconds)):
         _fail(name, "no timing recorded")
     return res
+
+
+def expected_message(cls: type, pname: str, decl: _params.Param, value) -> str:
+    """The one message format for ``value`` breaking the declaration of ``pname``."""
+    return (f"{cls.__name__}: parameter {pname!r} must be {decl.describe()}; "
+            f"got {short(value)} ({type(value).__name__})")
+
+
+def _raises_format(name: str, build, pname: str, value, want: str, how: str) -> None:
+    try:
+        build(**{pname: value})
+    except InvalidParameterError as exc:
+        if str(exc) != want:
+            _fail(name, f"{how} with {pname}={short(value)} raised {exc!s}; expected {want}")
+        return
+    except Exception as exc:  # noqa: BLE001 - any other error is a conformance failure
+        _fail(name, f"{how} with {pname}={short(value)} raised {type(exc).__name__}: {exc}; "
+                    "expected InvalidParameterError")
+    _fail(name, f"{how} accepted {pname}={short(value)}; it breaks the declaration "
+                f"({want})")
+
+
+def check_parameters(name: str) -> int:
+    """Every declared parameter of ``name`` refuses each value that breaks its declaration, in
+    the one format, through ``registry.create`` and through the class; returns how many values
+    were tried."""
+    entry = registry.get(name)
+    missing = _params.undeclared(entry.cls)
+    if missing:
+        _fail(name, f"parameters without a declaration (use advkit.params.param): {missing}")
+    tried = 0
+    for pname, decl in entry.declarations().items():
+        bad = _params.invalid_values(decl)
+        if not bad:
+            _fail(name, f"no invalid value can be generated for {pname}")
+        for v in bad:
+            want = expected_message(entry.cls, pname, decl, v)
+            _raises_format(name, functools.partial(registry.create, name), pname, v, want,
+                           "registry.create")
+            _raises_format(name, entry.cls, pname, v, want, entry.cls.__name__)
+            tried += 1
+    try:
+        registry.create(name, no_such_parameter=1)
+    except UnknownParameterError as exc:
+        if "no_such_parameter" not in str(exc):
+            _fail(name, f"the unknown-parameter error does not name it: {exc}")
+    else:
+        _fail(name, "an unknown parameter was accepted")
+    return tried
+
+
+def check_entry(name: str) -> None:
+    """The checks every registered name passes, whatever its family (see the module doc)."""
+    from advkit.catalog import describe_entry
+
+    entry = registry.get(name)
+    if not dataclasses.is_dataclass(entry.cls):
+        _fail(name, "registered classes must be dataclasses (their fields are the parameters)")
+    if not isinstance(entry.threat, ThreatTag) or entry.cls.threat_tag is not entry.threat:
+        _fail(name, "no threat tag: register it with @register(..., threat=tag(...))")
+    if (entry.family == "defense") != entry.threat.mitigates:
+        _fail(name, "a defense's threat tag says what it mitigates (mitigates=True), an "
+                    "attack's does not")
+    try:
+        registry.create(name)
+    except Exception as exc:  # noqa: BLE001
+        _fail(name, f"the defaults do not build: {type(exc).__name__}: {exc}")
+    json.dumps(describe_entry(entry), allow_nan=False)
+    check_parameters(name)

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from advkit.attacks.base import EvasionAttack, Perturbed, input_grad
-from advkit.errors import InvalidParameterError, check_choice, check_range
+from advkit.params import check_params, param
 from advkit.registry import register
-from advkit.threats import LpBall, parse_norm
+from advkit.threat_tags import WHITE_BOX_EVASION
 
 
 def _b(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -88,17 +88,6 @@ def _loss_fn(loss: str, targeted: bool):
     if targeted:
         return dlr_targeted_loss
     return lambda z, y, t: dlr_loss(z, y)
-
-
-def _validate(attack) -> None:
-    check_range("eps", attack.eps, lo=0)
-    check_range("steps", attack.steps, lo=1, kind=int)
-    check_range("restarts", attack.restarts, lo=1, kind=int)
-    check_range("rho", attack.rho, lo=0, hi=1)
-    check_range("momentum", attack.momentum, lo=0, hi=1)
-    LpBall(norm=attack.norm, eps=attack.eps)
-    if parse_norm(attack.norm) not in (math.inf, 2.0):
-        raise InvalidParameterError("norm", attack.norm, "inf or 2 (APGD is defined for L∞ and L2)")
 
 
 class _APGDBase(EvasionAttack):
@@ -203,22 +192,23 @@ class _APGDBase(EvasionAttack):
         return passes
 
 
-@register("apgd", family="evasion")
+@register("apgd", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class APGD(_APGDBase):
     """Auto-PGD (Croce & Hein 2020): step-size-free PGD with momentum, CE or DLR loss, L∞ and L2."""
 
-    eps: float = 0.1
-    norm: float | str = math.inf
-    steps: int = 100
-    restarts: int = 1
-    loss: str = "ce"  # "ce" (cross-entropy) or "dlr" (difference of logits ratio)
-    rho: float = 0.75
-    momentum: float = 0.75
+    eps: float = param(0.1, float, lo=0, doc="radius of the Lp ball")
+    norm: float | str = param(math.inf, "norm", choices=(math.inf, 2.0),
+                              doc="APGD is defined for L∞ and L2")
+    steps: int = param(100, int, lo=1)
+    restarts: int = param(1, int, lo=1)
+    loss: str = param("ce", str, choices=("ce", "dlr"),
+                      doc="ce (cross-entropy) or dlr (difference of logits ratio)")
+    rho: float = param(0.75, float, lo=0, hi=1)
+    momentum: float = param(0.75, float, lo=0, hi=1)
 
     def __post_init__(self):
-        _validate(self)
-        check_choice("loss", self.loss, ("ce", "dlr"))
+        check_params(self)
 
     def _perturb(self, target, x, y, goal, generator):
         acc = self._new_acc(x)
@@ -228,22 +218,22 @@ class APGD(_APGDBase):
         return Perturbed(acc["x"], passes=passes, extra={"sample_passes": acc["sample_passes"]})
 
 
-@register("apgd-t", family="evasion")
+@register("apgd-t", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class APGDT(_APGDBase):
     """APGD-T (Croce & Hein 2020): targeted-DLR APGD towards each of the top non-true classes."""
 
-    eps: float = 0.1
-    norm: float | str = math.inf
-    steps: int = 100
-    restarts: int = 1
-    n_target_classes: int = 9
-    rho: float = 0.75
-    momentum: float = 0.75
+    eps: float = param(0.1, float, lo=0, doc="radius of the Lp ball")
+    norm: float | str = param(math.inf, "norm", choices=(math.inf, 2.0),
+                              doc="APGD is defined for L∞ and L2")
+    steps: int = param(100, int, lo=1)
+    restarts: int = param(1, int, lo=1)
+    n_target_classes: int = param(9, int, lo=1)
+    rho: float = param(0.75, float, lo=0, hi=1)
+    momentum: float = param(0.75, float, lo=0, hi=1)
 
     def __post_init__(self):
-        _validate(self)
-        check_range("n_target_classes", self.n_target_classes, lo=1, kind=int)
+        check_params(self)
 
     def _perturb(self, target, x, y, goal, generator):
         acc = self._new_acc(x)

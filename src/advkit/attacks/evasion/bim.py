@@ -20,32 +20,30 @@ from dataclasses import dataclass
 import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed, input_grad
-from advkit.errors import check_range
+from advkit.params import check_params, param
 from advkit.registry import register
-from advkit.threats import LpBall
+from advkit.threat_tags import WHITE_BOX_EVASION
 
 
 def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
-@register("bim", family="evasion")
+@register("bim", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class BIM(EvasionAttack):
     """Basic Iterative Method / I-FGSM (Kurakin 2016): FGSM steps from the clean input, clipped."""
 
-    eps: float = 0.1
-    norm: float | str = math.inf
-    steps: int | None = None  # None: ceil(min(255·eps + 4, 1.25·255·eps)) for L∞ (paper), else 10
-    step_size: float | None = None  # None: 1/255 for L∞ (one grey level), 1.25·eps/steps otherwise
+    eps: float = param(0.1, float, lo=0, doc="radius of the Lp ball")
+    norm: float | str = param(math.inf, "norm")
+    steps: int | None = param(None, int, lo=1, doc="None: ceil(min(255·eps + 4, 1.25·255·eps)) "
+                              "for L∞ (paper), else 10")
+    step_size: float | None = param(None, float, lo=0, lo_open=True,
+                                    doc="None: 1/255 for L∞ (one grey level), 1.25·eps/steps "
+                                        "otherwise")
 
     def __post_init__(self):
-        check_range("eps", self.eps, lo=0)
-        if self.steps is not None:
-            check_range("steps", self.steps, lo=1, kind=int)
-        if self.step_size is not None:
-            check_range("step_size", self.step_size, lo=0, lo_open=True)
-        LpBall(norm=self.norm, eps=self.eps)
+        check_params(self)
 
     @property
     def n_steps(self) -> int:

@@ -24,8 +24,9 @@ from typing import ClassVar
 import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed, grad_of
-from advkit.errors import InvalidParameterError, check_range
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import WHITE_BOX_EVASION
 
 _BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 
@@ -67,7 +68,7 @@ def adam_step(w, g, m, v, t: int, lr: float):
     return w - step, m, v
 
 
-@register("cw-l2", family="evasion")
+@register("cw-l2", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class CarliniWagnerL2(EvasionAttack):
     """Carlini & Wagner L2 (2017): minimum-norm, tanh box, Adam, binary search over c."""
@@ -75,21 +76,15 @@ class CarliniWagnerL2(EvasionAttack):
     minimum_norm: ClassVar[bool] = True
     norm: ClassVar[float] = 2.0
 
-    kappa: float = 0.0  # confidence
-    learning_rate: float = 0.01
-    binary_search_steps: int = 9
-    max_iter: int = 1000
-    initial_const: float = 1e-3
-    abort_early: bool = True
+    kappa: float = param(0.0, float, lo=0, doc="confidence")
+    learning_rate: float = param(0.01, float, lo=0, lo_open=True)
+    binary_search_steps: int = param(9, int, lo=1)
+    max_iter: int = param(1000, int, lo=1)
+    initial_const: float = param(1e-3, float, lo=0, lo_open=True)
+    abort_early: bool = param(True, bool)
 
     def __post_init__(self):
-        check_range("kappa", self.kappa, lo=0)
-        check_range("learning_rate", self.learning_rate, lo=0, lo_open=True)
-        check_range("binary_search_steps", self.binary_search_steps, lo=1, kind=int)
-        check_range("max_iter", self.max_iter, lo=1, kind=int)
-        check_range("initial_const", self.initial_const, lo=0, lo_open=True)
-        if not isinstance(self.abort_early, bool):
-            raise InvalidParameterError("abort_early", self.abort_early, "True or False")
+        check_params(self)
 
     def _perturb(self, target, x, y, goal, generator):
         lo, hi = target.contract.bounds

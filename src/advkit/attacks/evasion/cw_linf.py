@@ -25,29 +25,25 @@ import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed, grad_of
 from advkit.attacks.evasion.cw import adam_step, bcast, from_tanh, margin, reached, to_tanh
-from advkit.errors import InvalidParameterError, check_range
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import WHITE_BOX_EVASION
 
 
-@register("cw-linf", family="evasion")
+@register("cw-linf", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class CarliniWagnerLinf(EvasionAttack):
     """Carlini & Wagner L∞ (2017), bounded variant: f6 loss, Adam in tanh space of the eps-box."""
 
     norm: ClassVar[float] = math.inf
 
-    eps: float = 0.1
-    kappa: float = 0.0  # confidence
-    learning_rate: float = 0.1
-    max_iter: int = 100
+    eps: float = param(0.1, float, lo=0, doc="radius of the L∞ ball")
+    kappa: float = param(0.0, float, lo=0, doc="confidence")
+    learning_rate: float = param(0.1, float, lo=0, lo_open=True)
+    max_iter: int = param(100, int, lo=1)
 
     def __post_init__(self):
-        check_range("eps", self.eps, lo=0)
-        if not math.isfinite(self.eps):
-            raise InvalidParameterError("eps", self.eps, "a finite value >= 0")
-        check_range("kappa", self.kappa, lo=0)
-        check_range("learning_rate", self.learning_rate, lo=0, lo_open=True)
-        check_range("max_iter", self.max_iter, lo=1, kind=int)
+        check_params(self)
 
     def _perturb(self, target, x, y, goal, generator):
         lo, hi = target.contract.bounds

@@ -36,8 +36,9 @@ from typing import ClassVar
 import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed, grad_of
-from advkit.errors import check_range
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import WHITE_BOX_EVASION
 from advkit.threats import parse_norm
 
 
@@ -57,23 +58,21 @@ def _unit_step(w: torch.Tensor, p: float) -> torch.Tensor:
     return torch.zeros_like(w).scatter_(1, j, 1.0) * w.sign()
 
 
-@register("deepfool", family="evasion")
+@register("deepfool", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class DeepFool(EvasionAttack):
     """DeepFool (Moosavi-Dezfooli 2016): iterative linearisation to the closest class boundary."""
 
     minimum_norm: ClassVar[bool] = True
 
-    norm: float | str = 2.0
-    overshoot: float = 0.02
-    max_iter: int = 50
-    candidates: int = 10
+    norm: float | str = param(2.0, "norm")
+    overshoot: float = param(0.02, float, lo=0, hi=1)
+    max_iter: int = param(50, int, lo=1)
+    candidates: int = param(10, int, lo=2, doc="classes considered per step (the top ones)")
 
     def __post_init__(self):
+        check_params(self)
         object.__setattr__(self, "norm", parse_norm(self.norm))
-        check_range("overshoot", self.overshoot, lo=0, hi=1)
-        check_range("max_iter", self.max_iter, lo=1, kind=int)
-        check_range("candidates", self.candidates, lo=2, kind=int)
 
     def _perturb(self, target, x, y, goal, generator):
         lo, hi = target.contract.bounds

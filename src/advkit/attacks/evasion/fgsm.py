@@ -11,22 +11,21 @@ import math
 from dataclasses import dataclass
 
 from advkit.attacks.base import EvasionAttack, Perturbed, input_grad
-from advkit.errors import check_range
+from advkit.params import check_params, param
 from advkit.registry import register
-from advkit.threats import LpBall
+from advkit.threat_tags import WHITE_BOX_EVASION
 
 
-@register("fgsm", family="evasion")
+@register("fgsm", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class FGSM(EvasionAttack):
     """Fast Gradient Sign Method (Goodfellow 2015): one gradient step of size eps."""
 
-    eps: float = 0.1
-    norm: float | str = math.inf
+    eps: float = param(0.1, float, lo=0, doc="radius of the Lp ball (and the step)")
+    norm: float | str = param(math.inf, "norm")
 
     def __post_init__(self):
-        check_range("eps", self.eps, lo=0)
-        LpBall(norm=self.norm, eps=self.eps)  # validates norm
+        check_params(self)
 
     def _perturb(self, target, x, y, goal, generator):
         ball = self.threat

@@ -28,8 +28,9 @@ from typing import ClassVar
 import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed, grad_of
-from advkit.errors import InvalidParameterError, check_range
+from advkit.params import check_params, invalid, param
 from advkit.registry import register
+from advkit.threat_tags import WHITE_BOX_EVASION
 
 _PAIR_BUDGET = 1 << 22  # elements of one (samples x d x d) saliency block
 
@@ -53,21 +54,22 @@ def _best_pairs(a, b, dom, sign: float):
     return torch.cat(ps), torch.cat(qs), torch.cat(oks)
 
 
-@register("jsma", family="evasion")
+@register("jsma", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class JSMA(EvasionAttack):
     """Jacobian-based Saliency Map Attack (Papernot 2016): L0, modifies pairs of features."""
 
     minimum_norm: ClassVar[bool] = True
 
-    theta: float = 1.0  # change of a selected feature, share of the input range; sign = direction
-    gamma: float = 0.1  # largest share of features that may change
+    theta: float = param(1.0, float, lo=-1, hi=1, doc="change of a selected feature, share of "
+                         "the input range (nonzero); its sign is the direction")
+    gamma: float = param(0.1, float, lo=0, lo_open=True, hi=1,
+                         doc="largest share of features that may change")
 
     def __post_init__(self):
-        check_range("theta", self.theta, lo=-1, hi=1)
+        check_params(self)
         if self.theta == 0:
-            raise InvalidParameterError("theta", self.theta, "a nonzero value in [-1, 1]")
-        check_range("gamma", self.gamma, lo=0, lo_open=True, hi=1)
+            raise invalid(self, "theta", "a nonzero float in [-1, 1]")
 
     @property
     def norm_p(self) -> float:

@@ -16,33 +16,29 @@ from dataclasses import dataclass
 import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed, input_grad
-from advkit.errors import check_range
+from advkit.params import check_params, param
 from advkit.registry import register
-from advkit.threats import LpBall, lp_norm
+from advkit.threat_tags import WHITE_BOX_EVASION
+from advkit.threats import lp_norm
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
-@register("mifgsm", family="evasion")
+@register("mifgsm", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class MIFGSM(EvasionAttack):
     """Momentum Iterative FGSM (Dong 2018): iterative FGSM along L1-normalised gradient momentum."""
 
-    eps: float = 0.1
-    norm: float | str = math.inf
-    steps: int = 10
-    step_size: float | None = None  # default eps / steps
-    mu: float = 1.0  # momentum decay factor
+    eps: float = param(0.1, float, lo=0, doc="radius of the Lp ball")
+    norm: float | str = param(math.inf, "norm")
+    steps: int = param(10, int, lo=1)
+    step_size: float | None = param(None, float, lo=0, lo_open=True, doc="None: eps / steps")
+    mu: float = param(1.0, float, lo=0, doc="momentum decay factor")
 
     def __post_init__(self):
-        check_range("eps", self.eps, lo=0)
-        check_range("steps", self.steps, lo=1, kind=int)
-        if self.step_size is not None:
-            check_range("step_size", self.step_size, lo=0, lo_open=True)
-        check_range("mu", self.mu, lo=0)
-        LpBall(norm=self.norm, eps=self.eps)
+        check_params(self)
 
     @property
     def alpha(self) -> float:

@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from advkit.attacks.base import EvasionAttack, Perturbed, ce_loss, grad_of
-from advkit.errors import IncompatibleTargetError, InvalidParameterError, check_range
+from advkit.errors import IncompatibleTargetError
 from advkit.evaluation.metrics import Proportion, attack_success_rate, targeted_success_rate
 from advkit.goals import Untargeted
+from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.targets.base import Target
+from advkit.threat_tags import WHITE_BOX_EVASION
 
 
 def _images(x: torch.Tensor) -> torch.Tensor:
@@ -86,26 +88,23 @@ class AdversarialPatch:
         return attack_success_rate(target.labels(x, check=False).to(y.device), adv, y)
 
 
-@register("patch", family="evasion")
+@register("patch", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class Patch(EvasionAttack):
     """Adversarial patch (Brown 2017): a square patch optimised over random placements (EoT)."""
 
     images_only = True
-    size: float = 0.25  # patch side / shorter image side
-    steps: int = 250
-    step_size: float = 0.05  # fraction of the bounds' range per signed-gradient step
-    batch_size: int = 128  # images per EoT step
-    scale_range: tuple[float, float] = (1.0, 1.0)
+    size: float = param(0.25, float, lo=0, hi=1, lo_open=True,
+                        doc="patch side / shorter image side")
+    steps: int = param(250, int, lo=1)
+    step_size: float = param(0.05, float, lo=0, lo_open=True,
+                             doc="fraction of the bounds' range per signed-gradient step")
+    batch_size: int = param(128, int, lo=1, doc="images per EoT step")
+    scale_range: tuple[float, float] = param((1.0, 1.0), "pair", lo=0, lo_open=True,
+                                             doc="range of the patch's random rescaling")
 
     def __post_init__(self):
-        check_range("size", self.size, lo=0, hi=1, lo_open=True)
-        check_range("steps", self.steps, lo=1, kind=int)
-        check_range("step_size", self.step_size, lo=0, lo_open=True)
-        check_range("batch_size", self.batch_size, lo=1, kind=int)
-        sr = self.scale_range
-        if not (isinstance(sr, tuple) and len(sr) == 2 and 0 < sr[0] <= sr[1]):
-            raise InvalidParameterError("scale_range", sr, "a pair (lo, hi) with 0 < lo <= hi")
+        check_params(self)
 
     def fit(self, target: Target, x, y, *, goal=None, generator: torch.Generator | None = None
             ) -> AdversarialPatch:

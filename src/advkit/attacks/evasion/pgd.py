@@ -25,33 +25,29 @@ from dataclasses import dataclass
 import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed, input_grad, take_rows_
-from advkit.errors import check_range
+from advkit.params import check_params, param
 from advkit.registry import register
-from advkit.threats import LpBall
+from advkit.threat_tags import WHITE_BOX_EVASION
 
 
-@register("pgd", family="evasion")
+@register("pgd", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class PGD(EvasionAttack):
     """Projected Gradient Descent (Madry 2018) for L∞, L2 and L1 balls, with restarts."""
 
-    eps: float = 0.1
-    norm: float | str = math.inf
-    steps: int = 40
-    step_size: float | None = None  # default 2.5 * eps / steps (Madry et al.)
-    random_start: bool = True
-    restarts: int = 1
+    eps: float = param(0.1, float, lo=0, doc="radius of the Lp ball")
+    norm: float | str = param(math.inf, "norm")
+    steps: int = param(40, int, lo=1)
+    step_size: float | None = param(None, float, lo=0, lo_open=True,
+                                    doc="None: 2.5 * eps / steps (Madry et al.)")
+    random_start: bool = param(True, bool)
+    restarts: int = param(1, int, lo=1)
     # stop stepping a point once it is fooled (its first fooling iterate is returned): the same
     # robust accuracy, since a point fooled at any step counts, for fewer passes
-    early_stop: bool = False
+    early_stop: bool = param(False, bool, doc="stop stepping a point once it is fooled")
 
     def __post_init__(self):
-        check_range("eps", self.eps, lo=0)
-        check_range("steps", self.steps, lo=1, kind=int)
-        check_range("restarts", self.restarts, lo=1, kind=int)
-        if self.step_size is not None:
-            check_range("step_size", self.step_size, lo=0, lo_open=True)
-        LpBall(norm=self.norm, eps=self.eps)
+        check_params(self)
 
     @property
     def alpha(self) -> float:

@@ -33,9 +33,9 @@ from functools import lru_cache
 import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed, take_rows_
-from advkit.errors import InvalidParameterError, check_range
+from advkit.params import check_params, param
 from advkit.registry import register
-from advkit.threats import parse_norm
+from advkit.threat_tags import BLACK_BOX_EVASION
 
 _HALVE_AT = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # of a 10,000-iteration run
 
@@ -96,24 +96,22 @@ def _as_image(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(n, -1, shape[-2], shape[-1])
 
 
-@register("square", family="evasion")
+@register("square", family="evasion", threat=BLACK_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class Square(EvasionAttack):
     """Square Attack (Andriushchenko 2020), L∞ or L2: query-efficient score-based random search."""
 
     requires = frozenset({"probabilities"})
     suggest = None  # nothing in advkit needs less of a target than scores (labels-only: to come)
-    eps: float = 0.1
-    norm: float | str = math.inf
-    n_queries: int = 1000  # the paper allows 10,000; raise it for a final evaluation
-    p_init: float = 0.8
+    eps: float = param(0.1, float, lo=0, doc="radius of the Lp ball")
+    norm: float | str = param(math.inf, "norm", choices=(math.inf, 2.0))
+    n_queries: int = param(1000, int, lo=2, doc="the paper allows 10,000; raise it for a final "
+                           "evaluation")
+    p_init: float = param(0.8, float, lo=0, hi=1, lo_open=True,
+                          doc="initial share of the input a square covers")
 
     def __post_init__(self):
-        check_range("eps", self.eps, lo=0)
-        if parse_norm(self.norm) not in (math.inf, 2.0):
-            raise InvalidParameterError("norm", self.norm, "inf or 2")
-        check_range("n_queries", self.n_queries, lo=2, kind=int)
-        check_range("p_init", self.p_init, lo=0, hi=1, lo_open=True)
+        check_params(self)
 
     @staticmethod
     def _randint(high, shape, generator, device) -> torch.Tensor:

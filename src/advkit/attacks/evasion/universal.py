@@ -23,12 +23,14 @@ from dataclasses import dataclass
 import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed, grad_of
-from advkit.errors import InvalidParameterError, check_range
+from advkit.errors import InvalidParameterError
 from advkit.evaluation.metrics import Proportion, proportion, proportion_of
 from advkit.goals import Untargeted
+from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.targets.base import Target
-from advkit.threats import LpBall, parse_norm
+from advkit.threat_tags import WHITE_BOX_EVASION
+from advkit.threats import LpBall
 
 
 @dataclass(frozen=True)
@@ -65,26 +67,20 @@ def _fooled(pred, clean, target_class):
     return pred == target_class if target_class is not None else pred != clean
 
 
-@register("universal", family="evasion")
+@register("universal", family="evasion", threat=WHITE_BOX_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class Universal(EvasionAttack):
     """Universal adversarial perturbation (Moosavi-Dezfooli 2017): one v for the whole batch."""
 
-    eps: float = 0.1
-    norm: float | str = math.inf
-    delta: float = 0.2  # stop at fooling rate >= 1 - delta
-    max_passes: int = 10
-    steps: int = 10  # DeepFool iterations per visited point
-    overshoot: float = 0.02
+    eps: float = param(0.1, float, lo=0, doc="radius of the Lp ball")
+    norm: float | str = param(math.inf, "norm", choices=(math.inf, 2.0))
+    delta: float = param(0.2, float, lo=0, hi=1, doc="stop at fooling rate >= 1 - delta")
+    max_passes: int = param(10, int, lo=1)
+    steps: int = param(10, int, lo=1, doc="DeepFool iterations per visited point")
+    overshoot: float = param(0.02, float, lo=0)
 
     def __post_init__(self):
-        check_range("eps", self.eps, lo=0)
-        if parse_norm(self.norm) not in (math.inf, 2.0):
-            raise InvalidParameterError("norm", self.norm, "inf or 2")
-        check_range("delta", self.delta, lo=0, hi=1)
-        check_range("max_passes", self.max_passes, lo=1, kind=int)
-        check_range("steps", self.steps, lo=1, kind=int)
-        check_range("overshoot", self.overshoot, lo=0)
+        check_params(self)
 
     def fit(self, target: Target, x, y, *, goal=None, generator: torch.Generator | None = None
             ) -> UniversalPerturbation:

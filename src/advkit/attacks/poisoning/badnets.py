@@ -15,13 +15,15 @@ import numpy as np
 import torch
 
 from advkit.attacks.poisoning.base import ImageTrigger, PoisoningAttack
-from advkit.errors import InputContractError, InvalidParameterError, check_choice, check_range
+from advkit.errors import InputContractError, InvalidParameterError
+from advkit.params import check_params, invalid, param
 from advkit.registry import register
+from advkit.threat_tags import BACKDOOR_POISONING
 
 POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
 
 
-@register("badnets", family="poisoning")
+@register("badnets", family="poisoning", threat=BACKDOOR_POISONING)
 @dataclass(frozen=True, kw_only=True)
 class BadNets(PoisoningAttack):
     """BadNets (Gu 2017): a size x size patch at a corner, all-to-one or all-to-all relabelling.
@@ -32,44 +34,34 @@ class BadNets(PoisoningAttack):
     of values within ``bounds``. ``rate`` is the share of the training set poisoned.
     """
 
-    size: int = 3
-    position: str | tuple[int, int] = "bottom-right"
-    pattern: str | np.ndarray | torch.Tensor = "white"
-    target: int = 0
-    rate: float = 0.1
-    mode: str = "all-to-one"
-    bounds: tuple[float, float] = (0.0, 1.0)
+    size: int = param(3, int, lo=1, doc="side of the square patch, in pixels")
+    position: str | tuple[int, int] = param("bottom-right", (str, "ints"), choices=POSITIONS,
+                                            lo=0, length=2,
+                                            doc="a corner, center, or the (row, col) of the "
+                                                "patch's top-left pixel")
+    pattern: str | np.ndarray | torch.Tensor = param(
+        "white", (str, "array"), choices=("white", "checkerboard"),
+        doc="white, checkerboard, or an array (size, size) or (C, size, size) within bounds")
+    target: int = param(0, int, lo=0, doc="target class of an all-to-one attack")
+    rate: float = param(0.1, float, lo=0, hi=1, lo_open=True,
+                        doc="share of the training set poisoned")
+    mode: str = param("all-to-one", str, choices=("all-to-one", "all-to-all"))
+    bounds: tuple[float, float] = param((0.0, 1.0), "pair", strict=True,
+                                        doc="input bounds (lo, hi)")
 
     def __post_init__(self):
-        check_range("size", self.size, lo=1, kind=int)
-        check_range("rate", self.rate, lo=0, hi=1, lo_open=True)
-        check_range("target", self.target, lo=0, kind=int)
-        check_choice("mode", self.mode, ("all-to-one", "all-to-all"))
-        if not (len(self.bounds) == 2 and float(self.bounds[0]) < float(self.bounds[1])):
-            raise InvalidParameterError("bounds", self.bounds, "a pair (lo, hi) with lo < hi")
-        if isinstance(self.position, str):
-            check_choice("position", self.position, POSITIONS)
-        elif not (
-            len(self.position) == 2
-            and all(type(v) is int and v >= 0 for v in self.position)
-        ):
-            raise InvalidParameterError(
-                "position", self.position, f"one of {POSITIONS} or (row, col) >= 0"
-            )
-        if isinstance(self.pattern, str):
-            check_choice("pattern", self.pattern, ("white", "checkerboard"))
-        else:
+        check_params(self)
+        if not isinstance(self.pattern, str):
             p = torch.as_tensor(np.asarray(self.pattern), dtype=torch.float32)
             lo, hi = self.bounds
             if p.shape[-2:] != (self.size, self.size) or p.dim() not in (2, 3):
-                raise InvalidParameterError(
-                    "pattern", tuple(p.shape),
+                raise invalid(
+                    self, "pattern",
                     f"an array of shape (size, size) or (C, size, size) with size={self.size}",
-                )
+                    given=f"an array of shape {tuple(p.shape)}")
             if not torch.isfinite(p).all() or p.min() < lo or p.max() > hi:
-                raise InvalidParameterError(
-                    "pattern", "values", f"finite values within {self.bounds}"
-                )
+                raise invalid(self, "pattern", f"an array of finite values within {self.bounds}",
+                              given=f"values in [{p.min().item():g}, {p.max().item():g}]")
 
     # trigger ----------------------------------------------------------------------------------
     def _corner(self, h: int, w: int) -> tuple[int, int]:

@@ -15,11 +15,13 @@ import numpy as np
 import torch
 
 from advkit.attacks.poisoning.base import ImageTrigger, PoisoningAttack
-from advkit.errors import InputContractError, InvalidParameterError, check_range
+from advkit.errors import MAX_SEED, InputContractError, InvalidParameterError, check_range
+from advkit.params import check_params, invalid, param
 from advkit.registry import register
+from advkit.threat_tags import BACKDOOR_POISONING
 
 
-@register("blended", family="poisoning")
+@register("blended", family="poisoning", threat=BACKDOOR_POISONING)
 @dataclass(frozen=True, kw_only=True)
 class Blended(PoisoningAttack):
     """Blended backdoor (Chen 2017): x' = (1 - alpha) x + alpha key, relabelled to ``target``.
@@ -31,36 +33,28 @@ class Blended(PoisoningAttack):
     the target.
     """
 
-    alpha: float = 0.1
-    test_alpha: float | None = None
-    key: str | np.ndarray | torch.Tensor = "random"
-    key_seed: int = 0
-    target: int = 0
-    rate: float = 0.1
-    bounds: tuple[float, float] = (0.0, 1.0)
+    alpha: float = param(0.1, float, lo=0, hi=1, lo_open=True, doc="blend of the training samples")
+    test_alpha: float | None = param(None, float, lo=0, hi=1, lo_open=True,
+                                     doc="blend of the test inputs; None: alpha")
+    key: str | np.ndarray | torch.Tensor = param(
+        "random", (str, "array"), choices=("random",),
+        doc="random (noise from key_seed) or an array (C, H, W) or (H, W) within bounds")
+    key_seed: int = param(0, int, lo=0, hi=MAX_SEED)
+    target: int = param(0, int, lo=0, doc="target class")
+    rate: float = param(0.1, float, lo=0, hi=1, lo_open=True,
+                        doc="share of the training set poisoned")
+    bounds: tuple[float, float] = param((0.0, 1.0), "pair", strict=True,
+                                        doc="input bounds (lo, hi)")
 
     def __post_init__(self):
-        check_range("alpha", self.alpha, lo=0, hi=1, lo_open=True)
-        if self.test_alpha is not None:
-            check_range("test_alpha", self.test_alpha, lo=0, hi=1, lo_open=True)
-        check_range("rate", self.rate, lo=0, hi=1, lo_open=True)
-        check_range("target", self.target, lo=0, kind=int)
-        check_range("key_seed", self.key_seed, lo=0, kind=int)
-        if not (len(self.bounds) == 2 and float(self.bounds[0]) < float(self.bounds[1])):
-            raise InvalidParameterError("bounds", self.bounds, "a pair (lo, hi) with lo < hi")
-        if isinstance(self.key, str):
-            if self.key != "random":
-                raise InvalidParameterError(
-                    "key", self.key, "'random' or an array of the sample shape"
-                )
-        else:
+        check_params(self)
+        if not isinstance(self.key, str):
             k = torch.as_tensor(np.asarray(self.key), dtype=torch.float32)
             lo, hi = self.bounds
             if k.dim() not in (2, 3) or not torch.isfinite(k).all() or k.min() < lo or k.max() > hi:
-                raise InvalidParameterError(
-                    "key", f"array of shape {tuple(k.shape)}",
-                    f"a (C, H, W) or (H, W) array of finite values within {self.bounds}",
-                )
+                raise invalid(
+                    self, "key", f"a (C, H, W) or (H, W) array of finite values within "
+                    f"{self.bounds}", given=f"an array of shape {tuple(k.shape)}")
 
     def key_for(self, shape: tuple[int, ...]) -> torch.Tensor:
         """The key pattern (C, H, W) for samples of shape ``shape``."""

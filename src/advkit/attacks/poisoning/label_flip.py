@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import torch
 
 from advkit.attacks.poisoning.base import PoisoningAttack
-from advkit.errors import InvalidParameterError, check_choice, check_range
+from advkit.errors import InvalidParameterError
+from advkit.params import check_params, invalid, param
 from advkit.registry import register
+from advkit.threat_tags import LABEL_POISONING
 
 
-@register("label_flip", family="poisoning")
+@register("label_flip", family="poisoning", threat=LABEL_POISONING)
 @dataclass(frozen=True, kw_only=True)
 class LabelFlip(PoisoningAttack):
     """Label flipping, random (to a uniformly random other class) or class-targeted.
@@ -30,30 +32,21 @@ class LabelFlip(PoisoningAttack):
     ``rate=1`` flips all of it).
     """
 
-    rate: float = 0.1
-    mode: str = "random"
-    source: int | None = None
-    target: int | None = None
+    rate: float = param(0.1, float, lo=0, hi=1, lo_open=True,
+                        doc="share of the training set (targeted: of the source class) flipped")
+    mode: str = param("random", str, choices=("random", "targeted"))
+    source: int | None = param(None, int, lo=0, doc="class flipped in targeted mode")
+    target: int | None = param(None, int, lo=0, doc="label it receives in targeted mode")
 
     def __post_init__(self):
-        check_range("rate", self.rate, lo=0, hi=1, lo_open=True)
-        check_choice("mode", self.mode, ("random", "targeted"))
-        if self.mode == "targeted":
-            if self.source is None or self.target is None:
-                raise InvalidParameterError(
-                    "source/target", (self.source, self.target), "both classes in targeted mode"
-                )
-            check_range("source", self.source, lo=0, kind=int)
-            check_range("target", self.target, lo=0, kind=int)
-            if self.source == self.target:
-                raise InvalidParameterError(
-                    "target", self.target, f"a class other than source={self.source}"
-                )
-        elif self.source is not None or self.target is not None:
-            raise InvalidParameterError(
-                "source/target", (self.source, self.target),
-                "None in random mode (use mode='targeted')",
-            )
+        check_params(self)
+        for name in ("source", "target"):
+            if self.mode == "targeted" and getattr(self, name) is None:
+                raise invalid(self, name, "a class (an int >= 0) when mode='targeted'")
+            if self.mode == "random" and getattr(self, name) is not None:
+                raise invalid(self, name, "None when mode='random' (use mode='targeted')")
+        if self.mode == "targeted" and self.source == self.target:
+            raise invalid(self, "target", f"a class other than source={self.source}")
 
     def _candidates(self, y, n_classes):
         if self.mode == "targeted":

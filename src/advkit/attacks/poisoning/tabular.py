@@ -23,44 +23,33 @@ from dataclasses import dataclass
 import torch
 
 from advkit.attacks.poisoning.base import FeatureTrigger, PoisoningAttack
-from advkit.errors import InputContractError, InvalidParameterError, check_range
+from advkit.errors import InputContractError, InvalidParameterError
+from advkit.params import check_params, invalid, param
 from advkit.registry import register
+from advkit.threat_tags import BACKDOOR_POISONING
 
 
-@register("tabular_backdoor", family="poisoning")
+@register("tabular_backdoor", family="poisoning", threat=BACKDOOR_POISONING)
 @dataclass(frozen=True, kw_only=True)
 class TabularBackdoor(PoisoningAttack):
     """Tabular backdoor: set ``features`` to ``values`` on a ``rate`` share, label ``target``."""
 
-    features: tuple[int, ...] | None = None
-    n_features: int = 3
-    values: str | tuple[float, ...] = "max"
-    target: int = 0
-    rate: float = 0.1
+    features: tuple[int, ...] | None = param(None, "indices", lo=0,
+                                             doc="columns set by the trigger; None: chosen "
+                                                 "from the data (n_features of them)")
+    n_features: int = param(3, int, lo=1, doc="columns chosen when features is None")
+    values: str | tuple[float, ...] = param("max", (str, "numbers"), choices=("max", "min"),
+                                            doc="max or min of each column, or one number "
+                                                "per feature")
+    target: int = param(0, int, lo=0, doc="target class")
+    rate: float = param(0.1, float, lo=0, hi=1, lo_open=True,
+                        doc="share of the training set poisoned")
 
     def __post_init__(self):
-        check_range("rate", self.rate, lo=0, hi=1, lo_open=True)
-        check_range("target", self.target, lo=0, kind=int)
-        check_range("n_features", self.n_features, lo=1, kind=int)
-        if self.features is not None:
-            feats = tuple(self.features)
-            bad = any(type(f) is not int or f < 0 for f in feats)
-            if not feats or bad or len(set(feats)) != len(feats):
-                raise InvalidParameterError(
-                    "features", self.features, "distinct column indices >= 0"
-                )
-        if isinstance(self.values, str):
-            if self.values not in ("max", "min"):
-                raise InvalidParameterError(
-                    "values", self.values, "'max', 'min' or a tuple of numbers"
-                )
-        else:
-            vals = tuple(self.values)
-            want = len(self.features) if self.features is not None else self.n_features
-            if len(vals) != want or not all(math.isfinite(float(v)) for v in vals):
-                raise InvalidParameterError(
-                    "values", self.values, f"{want} finite numbers, one per feature"
-                )
+        check_params(self)
+        want = len(self.features) if self.features is not None else self.n_features
+        if not isinstance(self.values, str) and len(self.values) != want:
+            raise invalid(self, "values", f"{want} finite numbers, one per feature")
 
     def _resolve(self, x: torch.Tensor, y: torch.Tensor | None) -> FeatureTrigger:
         d = x.shape[1]

@@ -31,8 +31,10 @@ from scipy.stats import binomtest, norm
 
 from advkit.errors import InvalidParameterError, check_range
 from advkit.evaluation.metrics import Proportion, proportion
+from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.targets.base import Target
+from advkit.threat_tags import MITIGATES_EVASION
 
 ABSTAIN = -1
 
@@ -127,23 +129,20 @@ def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torc
     return z if z.device == like.device else z.to(like.device)
 
 
-@register("randomized-smoothing", family="defense")
+@register("randomized-smoothing", family="defense", threat=MITIGATES_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class RandomizedSmoothing:
     """Randomized smoothing (Cohen 2019): PREDICT and CERTIFY with Gaussian noise of std sigma."""
 
-    sigma: float = 0.25
-    n0: int = 100
-    n: int = 100_000
-    alpha: float = 0.001
-    batch_size: int = 1000
+    sigma: float = param(0.25, float, lo=0, lo_open=True, doc="std of the Gaussian noise")
+    n0: int = param(100, int, lo=1, doc="samples to guess the top class")
+    n: int = param(100_000, int, lo=1, doc="samples to estimate its probability")
+    alpha: float = param(0.001, float, lo=0, hi=1, lo_open=True, hi_open=True,
+                         doc="failure probability of the certificate")
+    batch_size: int = param(1000, int, lo=1)
 
     def __post_init__(self):
-        check_range("sigma", self.sigma, lo=0, lo_open=True)
-        check_range("n0", self.n0, lo=1, kind=int)
-        check_range("n", self.n, lo=1, kind=int)
-        check_range("alpha", self.alpha, lo=0, hi=1, lo_open=True, hi_open=True)
-        check_range("batch_size", self.batch_size, lo=1, kind=int)
+        check_params(self)
 
     # -- sampling ---------------------------------------------------------------------------
     def sample_counts(self, target: Target, x: torch.Tensor, num: int,

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from advkit.errors import InputContractError, InvalidParameterError, check_choice, check_range
+from advkit.errors import InputContractError, InvalidParameterError
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import MITIGATES_BACKDOOR
 
 
 def _final_linear(model: nn.Module) -> str:
@@ -83,7 +85,7 @@ def check_fit_inputs(x, y) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y.to(torch.int64)
 
 
-@register("activation_clustering", family="defense")
+@register("activation_clustering", family="defense", threat=MITIGATES_BACKDOOR)
 @dataclass(frozen=True, kw_only=True)
 class ActivationClustering:
     """Activation clustering (Chen 2018): per class, reduce, 2-means, flag the poisoned cluster.
@@ -95,21 +97,20 @@ class ActivationClustering:
     ``fit_seconds_`` (wall time, activations included).
     """
 
-    n_components: int = 10
-    reduction: str = "ica"
-    criterion: str = "size"
-    size_threshold: float = 0.35
-    silhouette_threshold: float = 0.25  # data- and reduction-dependent: calibrate on clean data
-    layer: str | None = None
-    batch_size: int = 512
+    n_components: int = param(10, int, lo=1, doc="dimensions kept by the reduction")
+    reduction: str = param("ica", str, choices=("ica", "pca"))
+    criterion: str = param("size", str, choices=("size", "silhouette"))
+    size_threshold: float = param(0.35, float, lo=0, hi=0.5, lo_open=True,
+                                  doc="flag a class whose smaller cluster is at most this share")
+    silhouette_threshold: float = param(0.25, float, lo=-1, hi=1,
+                                        doc="data- and reduction-dependent: calibrate on clean "
+                                            "data")
+    layer: str | None = param(None, str, doc="module whose activations are clustered; None: "
+                                            "the last hidden layer")
+    batch_size: int = param(512, int, lo=1)
 
     def __post_init__(self):
-        check_range("n_components", self.n_components, lo=1, kind=int)
-        check_choice("reduction", self.reduction, ("ica", "pca"))
-        check_choice("criterion", self.criterion, ("size", "silhouette"))
-        check_range("size_threshold", self.size_threshold, lo=0, hi=0.5, lo_open=True)
-        check_range("silhouette_threshold", self.silhouette_threshold, lo=-1, hi=1)
-        check_range("batch_size", self.batch_size, lo=1, kind=int)
+        check_params(self)
 
     def _reduce(self, a: np.ndarray, seed: int) -> np.ndarray:
         """PCA to the (at most ``n_components``) directions of non-negligible variance, then

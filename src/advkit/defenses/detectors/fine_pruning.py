@@ -25,10 +25,11 @@ from advkit.errors import (
     IncompatibleTargetError,
     InputContractError,
     InvalidParameterError,
-    check_range,
 )
+from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.targets.base import Target
+from advkit.threat_tags import MITIGATES_BACKDOOR
 
 
 def resolve_model(obj) -> nn.Module:
@@ -174,7 +175,7 @@ def split(x, y, share: float, generator: torch.Generator | None):
     return x[a], y[a], x[b], y[b]
 
 
-@register("fine_pruning", family="defense")
+@register("fine_pruning", family="defense", threat=MITIGATES_BACKDOOR)
 @dataclass(frozen=True, kw_only=True)
 class FinePruning:
     """Fine-pruning (Liu 2018): prune dormant channels of the last conv layer, then fine-tune.
@@ -187,21 +188,19 @@ class FinePruning:
     ``seconds_``.
     """
 
-    layer: str | None = None
-    max_drop: float = 0.04
-    max_ratio: float = 0.9
-    finetune_epochs: int = 1
-    lr: float = 1e-3
-    batch_size: int = 64
-    val_share: float = 0.2
+    layer: str | None = param(None, str, doc="module to prune; None: the last Conv2d")
+    max_drop: float = param(0.04, float, lo=0, hi=1,
+                            doc="largest drop of held-out clean accuracy while pruning")
+    max_ratio: float = param(0.9, float, lo=0, hi=1, lo_open=True,
+                             doc="largest share of the layer's channels pruned")
+    finetune_epochs: int = param(1, int, lo=0)
+    lr: float = param(1e-3, float, lo=0, lo_open=True)
+    batch_size: int = param(64, int, lo=1)
+    val_share: float = param(0.2, float, lo=0, hi=1, lo_open=True, hi_open=True,
+                             doc="share of the clean data held out when no x_val is given")
 
     def __post_init__(self):
-        check_range("max_drop", self.max_drop, lo=0.0, hi=1.0)
-        check_range("max_ratio", self.max_ratio, lo=0.0, hi=1.0, lo_open=True)
-        check_range("finetune_epochs", self.finetune_epochs, lo=0, kind=int)
-        check_range("lr", self.lr, lo=0.0, lo_open=True)
-        check_range("batch_size", self.batch_size, lo=1, kind=int)
-        check_range("val_share", self.val_share, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        check_params(self)
 
     def fit(self, model, x_clean, y_clean, *, x_val=None, y_val=None,
             generator: torch.Generator | None = None) -> FinePruning:

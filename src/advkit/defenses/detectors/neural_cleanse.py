@@ -56,9 +56,11 @@ from advkit.errors import (
     NonFiniteScoresError,
     check_range,
 )
+from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.targets.base import InputContract, Target
 from advkit.targets.torch import TorchTarget
+from advkit.threat_tags import MITIGATES_BACKDOOR
 
 log = logging.getLogger("advkit.defenses")
 MAD_CONSISTENCY = 1.4826  # makes MAD a consistent estimator of a normal's standard deviation
@@ -103,7 +105,7 @@ def _as_target(obj, x: torch.Tensor, per_class: int) -> Target:
                        batch_size=max(256, k * per_class))
 
 
-@register("neural_cleanse", family="defense")
+@register("neural_cleanse", family="defense", threat=MITIGATES_BACKDOOR)
 @dataclass(frozen=True, kw_only=True)
 class NeuralCleanse:
     """Neural Cleanse (Wang 2019): per-class minimal triggers, all classes in one batched search.
@@ -116,29 +118,21 @@ class NeuralCleanse:
     forwarded and back-propagated in all), ``seconds_``.
     """
 
-    epochs: int = 40
-    steps_per_epoch: int = 8
-    batch_size: int = 32
-    lr: float = 0.1
-    init_cost: float = 1e-3
-    cost_multiplier: float = 1.5
-    patience: int = 5
-    success_threshold: float = 0.99
-    early_stop_patience: int = 10
-    early_stop_threshold: float = 0.99
-    threshold: float = 2.0
-    max_resets: int = 3
+    epochs: int = param(40, int, lo=1)
+    steps_per_epoch: int = param(8, int, lo=1)
+    batch_size: int = param(32, int, lo=1)
+    lr: float = param(0.1, float, lo=0, lo_open=True)
+    init_cost: float = param(1e-3, float, lo=0, lo_open=True)
+    cost_multiplier: float = param(1.5, float, lo=1, lo_open=True)
+    patience: int = param(5, int, lo=1)
+    success_threshold: float = param(0.99, float, lo=0, hi=1, lo_open=True)
+    early_stop_patience: int = param(10, int, lo=1)
+    early_stop_threshold: float = param(0.99, float, lo=0, hi=1, lo_open=True)
+    threshold: float = param(2.0, float, lo=0, doc="anomaly index above which a class is flagged")
+    max_resets: int = param(3, int, lo=0)
 
     def __post_init__(self):
-        for name in ("epochs", "steps_per_epoch", "batch_size", "patience", "early_stop_patience"):
-            check_range(name, getattr(self, name), lo=1, kind=int)
-        check_range("max_resets", self.max_resets, lo=0, kind=int)
-        check_range("lr", self.lr, lo=0.0, lo_open=True)
-        check_range("init_cost", self.init_cost, lo=0.0, lo_open=True)
-        check_range("cost_multiplier", self.cost_multiplier, lo=1.0, lo_open=True)
-        check_range("success_threshold", self.success_threshold, lo=0.0, hi=1.0, lo_open=True)
-        check_range("early_stop_threshold", self.early_stop_threshold, lo=0.0, hi=1.0, lo_open=True)
-        check_range("threshold", self.threshold, lo=0.0)
+        check_params(self)
 
     # -- parametrisation ------------------------------------------------------------------------
     @staticmethod

@@ -26,8 +26,10 @@ import torch
 from torch import nn
 
 from advkit.defenses.detectors.activation_clustering import check_fit_inputs, layer_activations
-from advkit.errors import InputContractError, InvalidParameterError, check_range
+from advkit.errors import InputContractError, InvalidParameterError
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import MITIGATES_BACKDOOR
 
 
 def spectral_scores(reps: torch.Tensor) -> torch.Tensor:
@@ -40,7 +42,7 @@ def spectral_scores(reps: torch.Tensor) -> torch.Tensor:
     return (r @ vh[0]) ** 2
 
 
-@register("spectral_signatures", family="defense")
+@register("spectral_signatures", family="defense", threat=MITIGATES_BACKDOOR)
 @dataclass(frozen=True, kw_only=True)
 class SpectralSignatures:
     """Spectral signatures (Tran 2018): remove the top 1.5 * expected_rate of each class by score.
@@ -50,15 +52,16 @@ class SpectralSignatures:
     kept samples) and, after ``fit``, ``fit_seconds_`` (wall time, activations included).
     """
 
-    expected_rate: float = 0.1
-    removal_factor: float = 1.5
-    layer: str | None = None
-    batch_size: int = 512
+    expected_rate: float = param(0.1, float, lo=0, hi=1, lo_open=True,
+                                 doc="expected share of poisoned samples")
+    removal_factor: float = param(1.5, float, lo=0, lo_open=True,
+                                  doc="removes removal_factor * expected_rate of each class")
+    layer: str | None = param(None, str, doc="module whose activations are scored; None: the "
+                                            "last hidden layer")
+    batch_size: int = param(512, int, lo=1)
 
     def __post_init__(self):
-        check_range("expected_rate", self.expected_rate, lo=0, hi=1, lo_open=True)
-        check_range("removal_factor", self.removal_factor, lo=0, lo_open=True)
-        check_range("batch_size", self.batch_size, lo=1, kind=int)
+        check_params(self)
 
     def fit_activations(self, reps: torch.Tensor, y):
         """Fit on precomputed representations (N, d) and labels (N,); returns self."""

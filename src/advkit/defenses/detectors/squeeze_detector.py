@@ -10,38 +10,35 @@ learned ``threshold_`` and ``clean_scores_``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from advkit.defenses.transforms.smoothing import MedianSmoothing
 from advkit.defenses.transforms.squeeze import BitDepth
-from advkit.errors import AdvkitError, InvalidParameterError, check_range
+from advkit.errors import AdvkitError, InvalidParameterError
+from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.targets.base import Target
+from advkit.threat_tags import MITIGATES_EVASION
 
 
 def _default_squeezers() -> tuple:
     return (BitDepth(bits=1), MedianSmoothing(kernel=2))
 
 
-@register("feature-squeezing-detector", family="defense")
+@register("feature-squeezing-detector", family="defense", threat=MITIGATES_EVASION)
 @dataclass(kw_only=True, eq=False)
 class FeatureSqueezingDetector:
     """Feature-squeezing detector (Xu 2018): max L1 distance of predictions, squeezed vs not."""
 
-    squeezers: tuple = field(default_factory=_default_squeezers)
-    fpr: float = 0.05
+    squeezers: tuple = param(default_factory=_default_squeezers, kind="transforms",
+                             doc="input transforms; default: 1-bit depth and a 2x2 median")
+    fpr: float = param(0.05, float, lo=0, hi=1, lo_open=True, hi_open=True,
+                       doc="share of clean inputs flagged (sets the threshold)")
 
     def __post_init__(self):
-        check_range("fpr", self.fpr, lo=0, hi=1, lo_open=True, hi_open=True)
-        if not isinstance(self.squeezers, list | tuple) or not self.squeezers:
-            raise InvalidParameterError("squeezers", self.squeezers,
-                                        "a non-empty tuple of transforms")
-        for s in self.squeezers:
-            if not callable(getattr(s, "apply", None)):
-                raise InvalidParameterError("squeezers", type(s).__name__,
-                                            "input transforms from advkit.defenses.transforms")
+        check_params(self)
         self.squeezers = tuple(self.squeezers)
 
     def score(self, target: Target, x) -> torch.Tensor:

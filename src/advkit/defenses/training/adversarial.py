@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkit.errors import InvalidParameterError, check_choice, check_range
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import MITIGATES_EVASION
 from advkit.threats import LpBall
 
 KINDS = ("pgd-at", "fast-fgsm", "trades")
@@ -39,14 +41,6 @@ class _AdversarialTraining:
 
     eps: float
     bounds: tuple[float, float]
-
-    def _check_common(self):
-        check_range("eps", self.eps, lo=0)
-        if not math.isfinite(self.eps):
-            raise InvalidParameterError("eps", self.eps, "a finite value >= 0")
-        lo, hi = self.bounds
-        if not lo < hi:
-            raise InvalidParameterError("bounds", self.bounds, "(lo, hi) with lo < hi")
 
     def perturb(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -75,24 +69,22 @@ def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return g
 
 
-@register("pgd-at", family="defense")
+@register("pgd-at", family="defense", threat=MITIGATES_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class PGDAdversarialTraining(_AdversarialTraining):
     """PGD adversarial training (Madry 2018): train on PGD examples from a random start."""
 
-    eps: float = 0.3
-    norm: float | str = math.inf
-    steps: int = 40
-    step_size: float | None = None  # default 2.5 * eps / steps
-    random_start: bool = True
-    bounds: tuple[float, float] = (0.0, 1.0)
+    eps: float = param(0.3, float, lo=0, doc="radius of the Lp ball")
+    norm: float | str = param(math.inf, "norm")
+    steps: int = param(40, int, lo=1)
+    step_size: float | None = param(None, float, lo=0, lo_open=True,
+                                    doc="None: 2.5 * eps / steps")
+    random_start: bool = param(True, bool)
+    bounds: tuple[float, float] = param((0.0, 1.0), "pair", strict=True,
+                                        doc="input bounds (lo, hi)")
 
     def __post_init__(self):
-        self._check_common()
-        check_range("steps", self.steps, lo=1, kind=int)
-        if self.step_size is not None:
-            check_range("step_size", self.step_size, lo=0, lo_open=True)
-        LpBall(norm=self.norm, eps=self.eps)
+        check_params(self)
 
     @property
     def alpha(self) -> float:
@@ -107,19 +99,19 @@ class PGDAdversarialTraining(_AdversarialTraining):
         return xa
 
 
-@register("fast-fgsm", family="defense")
+@register("fast-fgsm", family="defense", threat=MITIGATES_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class FastFGSMTraining(_AdversarialTraining):
     """Fast FGSM training with a random start (Wong, Rice & Kolter 2020), L∞."""
 
-    eps: float = 0.3
-    alpha: float | None = None  # default 1.25 * eps, the paper's choice
-    bounds: tuple[float, float] = (0.0, 1.0)
+    eps: float = param(0.3, float, lo=0, doc="radius of the L∞ ball")
+    alpha: float | None = param(None, float, lo=0, lo_open=True,
+                                doc="step size; None: 1.25 * eps, the paper's choice")
+    bounds: tuple[float, float] = param((0.0, 1.0), "pair", strict=True,
+                                        doc="input bounds (lo, hi)")
 
     def __post_init__(self):
-        self._check_common()
-        if self.alpha is not None:
-            check_range("alpha", self.alpha, lo=0, lo_open=True)
+        check_params(self)
 
     @property
     def step(self) -> float:

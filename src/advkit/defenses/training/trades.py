@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkit.defenses.training.adversarial import _AdversarialTraining
-from advkit.errors import check_range
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import MITIGATES_EVASION
 from advkit.threats import LpBall
 
 
@@ -27,23 +28,21 @@ def _kl(logits_adv: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
     return F.kl_div(F.log_softmax(logits_adv, dim=1), p_clean, reduction="sum")
 
 
-@register("trades", family="defense")
+@register("trades", family="defense", threat=MITIGATES_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class TRADES(_AdversarialTraining):
     """TRADES (Zhang 2019): cross-entropy plus beta times the KL to the adversarial prediction."""
 
-    eps: float = 0.3
-    beta: float = 6.0
-    steps: int = 40
-    step_size: float | None = None  # default 2.5 * eps / steps
-    bounds: tuple[float, float] = (0.0, 1.0)
+    eps: float = param(0.3, float, lo=0, doc="radius of the L∞ ball")
+    beta: float = param(6.0, float, lo=0, doc="weight of the KL term")
+    steps: int = param(40, int, lo=1)
+    step_size: float | None = param(None, float, lo=0, lo_open=True,
+                                    doc="None: 2.5 * eps / steps")
+    bounds: tuple[float, float] = param((0.0, 1.0), "pair", strict=True,
+                                        doc="input bounds (lo, hi)")
 
     def __post_init__(self):
-        self._check_common()
-        check_range("beta", self.beta, lo=0)
-        check_range("steps", self.steps, lo=1, kind=int)
-        if self.step_size is not None:
-            check_range("step_size", self.step_size, lo=0, lo_open=True)
+        check_params(self)
 
     @property
     def alpha(self) -> float:

@@ -15,22 +15,23 @@ from typing import ClassVar
 import torch
 
 from advkit.defenses.transforms.base import InputTransform
-from advkit.errors import check_range
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import MITIGATES_EVASION
 
 
-@register("gaussian-noise", family="defense")
+@register("gaussian-noise", family="defense", threat=MITIGATES_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class GaussianNoise(InputTransform):
     """Gaussian input noise of std ``sigma`` (in units of the input range), clipped to bounds."""
 
-    sigma: float = 0.3
-    clip: bool = True
+    sigma: float = param(0.3, float, lo=0, doc="std of the noise, in units of the input range")
+    clip: bool = param(True, bool, doc="clip the noisy input to the bounds")
     gradient: ClassVar[str] = "bpda"
     randomized: ClassVar[bool] = True
 
     def __post_init__(self):
-        check_range("sigma", self.sigma, lo=0)
+        check_params(self)
 
     def apply(self, x, bounds=(0.0, 1.0), generator=None):
         lo, hi = bounds

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 
 from advkit.defenses.transforms.base import InputTransform, from_unit, to_unit
 from advkit.errors import InputContractError, check_range
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import MITIGATES_EVASION
 
 LUMINANCE_TABLE = (
     (16, 11, 10, 16, 24, 40, 51, 61),
@@ -76,17 +78,17 @@ def jpeg_round_trip(pixels: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.round(rec).clamp(0, 255).reshape(n, c, h, w)
 
 
-@register("jpeg", family="defense")
+@register("jpeg", family="defense", threat=MITIGATES_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class JPEG(InputTransform):
     """JPEG compression at ``quality`` (1..100), the DCT-quantise round trip (Guo et al. 2018)."""
 
-    quality: int = 75
+    quality: int = param(75, int, lo=1, hi=100)
     gradient: ClassVar[str] = "bpda"
     randomized: ClassVar[bool] = False
 
     def __post_init__(self):
-        check_range("quality", self.quality, lo=1, hi=100, kind=int)
+        check_params(self)
 
     def apply(self, x, bounds=(0.0, 1.0), generator=None):
         # float64 inside: rounding at .5 boundaries must not depend on the input's precision

@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from advkit.defenses.transforms.base import InputTransform
-from advkit.errors import InputContractError, check_range
+from advkit.errors import InputContractError
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import MITIGATES_EVASION
 
 
 def median_filter(x: torch.Tensor, kernel: int) -> torch.Tensor:
@@ -33,17 +35,17 @@ def median_filter(x: torch.Tensor, kernel: int) -> torch.Tensor:
     return patches.reshape(n, c, h, w, kernel * kernel).median(dim=-1).values
 
 
-@register("median-smoothing", family="defense")
+@register("median-smoothing", family="defense", threat=MITIGATES_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class MedianSmoothing(InputTransform):
     """Median filter of size ``kernel`` x ``kernel`` (Xu, Evans & Qi 2018)."""
 
-    kernel: int = 3
+    kernel: int = param(3, int, lo=1, hi=15, doc="side of the median filter")
     gradient: ClassVar[str] = "exact"
     randomized: ClassVar[bool] = False
 
     def __post_init__(self):
-        check_range("kernel", self.kernel, lo=1, hi=15, kind=int)
+        check_params(self)
 
     def apply(self, x, bounds=(0.0, 1.0), generator=None):
         return median_filter(x, self.kernel)

@@ -14,21 +14,22 @@ from typing import ClassVar
 import torch
 
 from advkit.defenses.transforms.base import InputTransform, from_unit, to_unit
-from advkit.errors import check_range
+from advkit.params import check_params, param
 from advkit.registry import register
+from advkit.threat_tags import MITIGATES_EVASION
 
 
-@register("bit-depth", family="defense")
+@register("bit-depth", family="defense", threat=MITIGATES_EVASION)
 @dataclass(frozen=True, kw_only=True)
 class BitDepth(InputTransform):
     """Bit-depth reduction to ``bits`` bits per value (Xu, Evans & Qi 2018)."""
 
-    bits: int = 1
+    bits: int = param(1, int, lo=1, hi=16, doc="bits per value")
     gradient: ClassVar[str] = "bpda"
     randomized: ClassVar[bool] = False
 
     def __post_init__(self):
-        check_range("bits", self.bits, lo=1, hi=16, kind=int)
+        check_params(self)
 
     def apply(self, x, bounds=(0.0, 1.0), generator=None):
         levels = 2**self.bits - 1
