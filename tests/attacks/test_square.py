@@ -169,3 +169,37 @@ def test_l2_square_fools_the_toy_cnn(image):
 def test_bad_parameters_raise(bad):
     with pytest.raises(InvalidParameterError, match=next(iter(bad))):
         Square(**bad)
+
+
+def test_a_query_budget_that_runs_out_keeps_the_best_result_and_says_so():
+    """Issue 12 item 8: the attack stops at the budget with what it found; the result is scored
+    (scoring is not the attacker's query) and marked."""
+    from advkit import registry
+    from advkit.targets.base import InputContract
+    from advkit.targets.torch import TorchTarget
+
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    x = torch.rand(20, 1, 8, 8, generator=g)
+    free = TorchTarget(contract=InputContract(shape=(1, 8, 8), n_classes=10), model=net)
+    y = free.labels(x)
+    attack = registry.create("square", eps=0.3, n_queries=200)
+    full = attack.attack(free, x, y, generator=torch.Generator().manual_seed(1))
+    assert "budget_exhausted" not in full.extra
+    capped = TorchTarget(contract=InputContract(shape=(1, 8, 8), n_classes=10), model=net,
+                         budget=20 + 5 * 20)
+    res = attack.attack(capped, x, y, generator=torch.Generator().manual_seed(1))
+    assert "query budget of 120 exhausted" in res.extra["budget_exhausted"]
+    assert res.queries - x.shape[0] <= 120  # the attacker's queries (scoring the result aside)
+    assert int(res.extra["queries"].max()) < 200
+    # what it found within the budget is kept and scored on the model
+    assert torch.equal(res.adv_pred, free.labels(res.x_adv))
+    assert res.success.sum() > 0 and res.success.sum() <= full.success.sum()
+    # an attack with nothing to keep returns the inputs, marked
+    pgd = registry.create("pgd", eps=0.3, steps=50).attack(
+        TorchTarget(contract=InputContract(shape=(1, 8, 8), n_classes=10), model=net, budget=100),
+        x, y)
+    assert "budget_exhausted" in pgd.extra and torch.equal(pgd.x_adv, x)

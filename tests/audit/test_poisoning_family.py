@@ -195,7 +195,7 @@ KILL_SPEC = {
     # each training stage takes seconds, so the kill lands inside the second one
     "poisoning": {"attacks": [{"name": "badnets", "rates": [0.05, 0.1],
                                "params": {"size": 2}}],
-                  "training": {"epochs": 25}},
+                  "training": {"epochs": 20}},
 }
 FIRST, KILLED = "poisoning/badnets/rate=0.05", "poisoning/badnets/rate=0.1"
 

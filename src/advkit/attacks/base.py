@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from advkit.errors import InputContractError, InvalidParameterError
+from advkit.errors import BudgetExhausted, InputContractError, InvalidParameterError
 from advkit.evaluation.metrics import (
     Proportion,
     attack_success_rate,
@@ -203,7 +203,10 @@ class EvasionAttack:
         if target_labels is not None:
             target.check_labels(target_labels)
         q0, t0 = target.queries, time.perf_counter()
-        out = self._perturb(target, x, y, goal, generator)
+        try:
+            out = self._perturb(target, x, y, goal, generator)
+        except BudgetExhausted as exc:  # nothing kept by the leaf: the inputs themselves
+            out = Perturbed(x.clone(), extra={"budget_exhausted": str(exc)})
         if not isinstance(out, Perturbed):
             out = Perturbed(out)
         x_adv = out.x_adv.detach()
@@ -213,7 +216,7 @@ class EvasionAttack:
         space = target.feature_space
         if space is not None:  # tabular constraints: immutable, integer, one-hot (final projection)
             x_adv = space.project(x_adv, x, self.threat)
-        with torch.no_grad():
+        with torch.no_grad(), target.scoring():  # scoring the result: not the attacker's budget
             clean_pred = (
                 out.clean_pred if out.clean_pred is not None else target.labels(x, check=False)
             )

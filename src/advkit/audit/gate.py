@@ -168,8 +168,10 @@ def _eps_match(a, b: float) -> bool:
 
 def _candidates(report: Report, t: Threshold) -> list[ScenarioResult]:
     worst = [s for s in report.scenarios if s.kind == "worst_case"]
-    if t.metric == "clean_accuracy":
-        return [s for s in report.scenarios if "clean_accuracy" in s.metrics]
+    if t.metric == "clean_accuracy":  # the audited model's: not a poisoned or retrained one's
+        evasion = [s for s in report.scenarios if s.kind in EVASION_KINDS
+                   and "clean_accuracy" in s.metrics]
+        return evasion or [s for s in report.scenarios if "clean_accuracy" in s.metrics]
     if t.metric == "median_distance":
         return [s for s in report.scenarios
                 if s.per_sample.get("minimum_norm") and "median_distance" in s.metrics]
@@ -182,6 +184,9 @@ def _candidates(report: Report, t: Threshold) -> list[ScenarioResult]:
         return [s for s in pool if float(s.metrics["eps"]) > 0]
     return [s for s in pool if _eps_match(s.metrics.get("eps"), t.eps)
             and (t.norm is None or _norm_of(s) == t.norm)]
+
+
+EVASION_KINDS = ("evasion", "ensemble", "worst_case")
 
 
 def evaluate_thresholds(report: Report, thresholds) -> list[Finding]:

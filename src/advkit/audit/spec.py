@@ -231,7 +231,7 @@ def _parse_families(spec: AuditSpec, source: str) -> None:
     """Each family section through its family's own validator (a reserved name without its
     module is one clear error)."""
     from advkit.audit import families as fam_pkg
-    from advkit.audit.families.base import get
+    from advkit.audit.families.base import families, get
 
     for name in fam_pkg.SECTIONS:
         raw = getattr(spec, name)
@@ -243,6 +243,14 @@ def _parse_families(spec: AuditSpec, source: str) -> None:
                 f"{source}: {name}: the {name} family is not available in this version of "
                 "advkit (the name is reserved for it); remove the section")
         spec._families[name] = fam.parse(raw, source=f"{source}: {name}")
+    for fam in families():  # every family's stages are planned once now: a bad request fails
+        if fam.active(spec):  # before any data is loaded or model trained
+            try:
+                fam.plan(spec)
+            except AuditSpecError:
+                raise
+            except AdvkitError as exc:
+                raise AuditSpecError(f"{source}: {fam.name}: {exc}") from None
 
 
 def _check_adapt(spec: AuditSpec, source: str) -> None:

@@ -61,6 +61,10 @@ class ModelSpec(_Strict):
     epochs: int = Field(default=30, ge=1, le=1000)
     lr: float = Field(default=1e-3, gt=0, le=1)
     batch_size: int = Field(default=64, ge=1)
+    # the rest of a recipe (advkit.models.cache.Recipe); None: the trainer's defaults
+    lr_schedule: str | None = None  # constant | cyclic
+    optimizer: str | None = None  # adam | sgd
+    weight_decay: float | None = Field(default=None, ge=0)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     _spec_dir: str | None = PrivateAttr(default=None)  # set by load_spec: the spec's folder

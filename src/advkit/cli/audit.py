@@ -14,8 +14,6 @@ from advkit.cli.output import echo, log_stages
 from advkit.errors import AuditSpecError, check_seed
 from advkit.paths import prepare_out_dir
 
-PRESETS = ("backdoor", "evasion-defense")
-
 
 def _thresholds(items: list[str]) -> dict[str, float]:
     out = {}
@@ -61,7 +59,8 @@ def audit(
     out: Path = typer.Option(
         Path("advkit-report"), "--out", "-o", help="Folder for report.html/json."
     ),
-    preset: str = typer.Option(None, "--preset", help=f"A built-in lab: {', '.join(PRESETS)}."),
+    preset: str = typer.Option(
+        None, "--preset", help="A built-in audit by name; --preset list shows each."),
     fail_under: list[str] = typer.Option(
         [], "--fail-under",
         help="METRIC[@EPS[/NORM]][:BOUND]=VALUE, e.g. robust_accuracy@0.1:lower=0.5 (at least) "
@@ -103,11 +102,19 @@ def audit(
     if junit is not None and junit.is_dir():
         raise AuditSpecError(f"--junit {str(junit)!r} is a folder; pass a file path, e.g. "
                              "junit.xml")
+    from advkit.audit import presets
+
+    if preset == "list":
+        for name in presets.names():
+            echo(f"{name:18s} {presets.describe(name)}")
+        return 0
     if preset is not None:
         if spec is not None:
             raise AuditSpecError("give either a spec file or --preset, not both")
-        if preset not in PRESETS:
-            raise AuditSpecError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        spec = presets.preset_path(preset, quick=quick)  # a spec file: the generic runner below
+    elif quick:
+        raise AuditSpecError("--quick applies to presets only; pass --preset NAME --quick")
+    if preset is not None and spec is None:  # a lab not yet expressed as a spec
         mod = importlib.import_module(f"advkit.audit.presets.{preset.replace('-', '_')}")
         prepare_out_dir(out)
         report = mod.run(seed=0 if seed is None else seed, quick=quick, progress=progress)

@@ -1,4 +1,11 @@
-"""Zoo models trained on the fly, cached in the user cache directory by a hash of data and config."""
+"""Zoo models trained on the fly, cached in the user cache directory by a hash of data and recipe.
+
+``train_recipe`` is the one cached trainer every part of advkit shares: the audited model of a
+``model: {zoo: ...}`` spec (``trained_zoo_model``), the poisoned models of the poisoning family,
+and later adversarial training and shadow models. A ``Recipe`` is a zoo architecture plus its
+training settings; the cache key hashes the training data, the recipe, the seed, a ``tag`` and
+the advkit version, so the same inputs always give the same (bit-identical) model, trained once.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,14 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import advkit
-from advkit.errors import AdvkitError
+from advkit.errors import AdvkitError, InvalidParameterError, check_choice, check_range
 
 log = logging.getLogger("advkit.models")
 
@@ -62,34 +71,130 @@ def store(model, folder: Path, *, dataset_info, extra: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def trained_zoo_model(
-    ds, model_spec, *, seed: int, progress: bool | None = None, batch_hook=None, tag: str = ""
-):
-    """Return (model in eval mode, info dict): loaded from the cache, or trained and cached.
+@dataclass(frozen=True)
+class Recipe:
+    """A zoo architecture plus the settings it is trained with (``advkit.models.train.train``).
 
-    The cache key hashes the dataset's SHA-256, the model spec, the seed, ``tag`` (name any
-    ``batch_hook`` here: the hook itself cannot be hashed) and the advkit version.
+    ``zoo``: a name of ``advkit.models.zoo.ZOO_NAMES``; ``kwargs``: its options (``mlp``:
+    ``hidden``); ``epochs``, ``lr``, ``batch_size``, ``weight_decay``; ``lr_schedule``:
+    ``constant`` or ``cyclic``; ``optimizer``: ``adam`` or ``sgd`` (momentum 0.9).
+    """
+
+    zoo: str
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 64
+    lr_schedule: str = "constant"
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        from advkit.models.train import LR_SCHEDULES, OPTIMIZERS
+        from advkit.models.zoo import ZOO_NAMES
+
+        check_choice("zoo", self.zoo, ZOO_NAMES)
+        check_range("epochs", self.epochs, lo=1, kind=int)
+        check_range("batch_size", self.batch_size, lo=1, kind=int)
+        for name in ("lr", "weight_decay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise InvalidParameterError(name, v, "a number")
+        check_range("lr", self.lr, lo=0.0, lo_open=True)
+        check_range("weight_decay", self.weight_decay, lo=0.0)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if not isinstance(self.kwargs, dict):
+            raise InvalidParameterError("kwargs", self.kwargs, "a mapping of model options")
+
+    @classmethod
+    def from_spec(cls, model_spec, **overrides) -> Recipe:
+        """The recipe of a spec's ``model: {zoo: ...}`` section, with ``overrides`` (None values
+        are ignored) for settings the section does not hold (e.g. ``lr_schedule``)."""
+        base = {"zoo": model_spec.zoo, "epochs": model_spec.epochs, "lr": model_spec.lr,
+                "batch_size": model_spec.batch_size, "kwargs": dict(model_spec.kwargs)}
+        for name in ("lr_schedule", "optimizer", "weight_decay"):
+            if getattr(model_spec, name, None) is not None:  # once ModelSpec holds them
+                base[name] = getattr(model_spec, name)
+        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in (x, y):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def train_recipe(
+    x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *, info, seed: int, tag: str = "",
+    progress: bool | None = None, batch_hook=None, data_sha256: str | None = None,
+    cache: bool = True,
+):
+    """Train ``recipe`` on ``(x, y)`` once; return (model in eval mode, facts dict).
+
+    ``info``: the data's DatasetInfo (input shape, classes; tabular feature bounds resolve an
+    ``mlp``'s ``input_range``). ``seed`` draws the initial weights and the batch order (one
+    ``torch.Generator``). The model is cached under ``cache_root()/models/ZOO-HASH``; the hash
+    covers the data (``data_sha256`` when the caller already has one, else the tensors' bytes),
+    the recipe with its resolved options, the seed, ``tag`` (name any ``batch_hook`` here: the
+    hook itself cannot be hashed) and the advkit version. A missing or damaged entry is trained
+    again, deterministically. ``facts``: ``cache`` (the folder), ``trained_now``,
+    ``train_seconds``, ``history`` (per-epoch loss and accuracy), ``recipe`` and ``seed``.
     """
     from advkit.models.train import train
     from advkit.models.zoo import build, kwargs_for_data
 
-    kwargs = kwargs_for_data(model_spec.zoo, model_spec.kwargs, ds.info)
-    config = {"zoo": model_spec.zoo, "epochs": model_spec.epochs, "lr": model_spec.lr,
-              "batch_size": model_spec.batch_size, "kwargs": kwargs, "seed": seed,
-              "tag": tag, "data_sha256": ds.sha256(), "advkit": advkit.__version__}
-    folder = cache_folder("models", model_spec.zoo, config)
-    info = {"name": f"{model_spec.zoo} (trained on the fly)", "zoo": model_spec.zoo,
-            "epochs": model_spec.epochs, "cache": str(folder)}
-    loaded = load_cached(folder)
+    if not isinstance(recipe, Recipe):
+        raise InvalidParameterError("recipe", type(recipe).__name__, "an advkit Recipe")
+    kwargs = kwargs_for_data(recipe.zoo, recipe.kwargs, info)
+    config = {"recipe": {**recipe.as_dict(), "kwargs": kwargs}, "seed": int(seed), "tag": tag,
+              "data_sha256": data_sha256 or _data_hash(x, y), "advkit": advkit.__version__}
+    folder = cache_folder("models", recipe.zoo, config)
+    facts = {"cache": str(folder), "recipe": recipe.as_dict(), "seed": int(seed), "tag": tag}
+    loaded = load_cached(folder) if cache else None
     if loaded is not None:
-        return loaded.model.eval(), {**info, "trained_now": False,
-                                     **loaded.config.get("extra", {}).get("training", {})}
-    gen = torch.Generator().manual_seed(seed)
-    model = build(model_spec.zoo, input_shape=ds.info.shape, n_classes=ds.info.n_classes,
+        saved = loaded.config.get("extra", {}).get("training", {})
+        return loaded.model.eval(), {**facts, "trained_now": False,
+                                     "train_seconds": saved.get("train_seconds"),
+                                     "history": saved.get("history")}
+    gen = torch.Generator().manual_seed(int(seed))
+    model = build(recipe.zoo, input_shape=tuple(info.shape), n_classes=info.n_classes,
                   generator=gen, **kwargs)
-    hist = train(model, ds.x_train, ds.y_train, epochs=model_spec.epochs,
-                 batch_size=model_spec.batch_size, lr=model_spec.lr, generator=gen,
-                 progress=progress, batch_hook=batch_hook)
-    store(model, folder, dataset_info=ds.info,
-          extra={"training": {**config, "train_seconds": hist.total_seconds}})
-    return model.eval(), {**info, "trained_now": True, "train_seconds": hist.total_seconds}
+    hist = train(model, x, y, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+                 weight_decay=recipe.weight_decay, lr_schedule=recipe.lr_schedule,
+                 optimizer=recipe.optimizer, generator=gen, progress=progress,
+                 batch_hook=batch_hook)
+    history = {"loss": hist.loss, "accuracy": hist.accuracy}
+    if cache:
+        store(model, folder, dataset_info=info,
+              extra={"training": {**config, "train_seconds": hist.total_seconds,
+                                  "history": history}})
+    return model.eval(), {**facts, "trained_now": True, "train_seconds": hist.total_seconds,
+                          "history": history}
+
+
+def trained_zoo_model(
+    ds, model_spec, *, seed: int, progress: bool | None = None, batch_hook=None, tag: str = ""
+):
+    """Return (model in eval mode, info dict): the spec's zoo model trained on ``ds``'s training
+    split through :func:`train_recipe` (loaded from the cache, or trained and cached).
+
+    The cache key hashes the dataset's SHA-256, the model spec, the seed, ``tag`` (name any
+    ``batch_hook`` here: the hook itself cannot be hashed) and the advkit version.
+    """
+    recipe = Recipe.from_spec(model_spec)
+    model, facts = train_recipe(ds.x_train, ds.y_train, recipe, info=ds.info, seed=seed, tag=tag,
+                                progress=progress, batch_hook=batch_hook,
+                                data_sha256=ds.sha256())
+    info = {"name": f"{model_spec.zoo} (trained on the fly)", "zoo": model_spec.zoo,
+            "epochs": model_spec.epochs, "recipe": facts["recipe"], "cache": facts["cache"],
+            "trained_now": facts["trained_now"]}
+    if facts.get("train_seconds") is not None:
+        info["train_seconds"] = facts["train_seconds"]
+    return model, info

@@ -31,6 +31,9 @@ from advkit.errors import (
 from advkit.targets.torch import module_device
 
 LR_SCHEDULES = ("constant", "cyclic")
+# Adam (Kingma & Ba, ICLR 2015) or SGD with momentum 0.9 (Sutskever et al., ICML 2013)
+OPTIMIZERS = ("adam", "sgd")
+SGD_MOMENTUM = 0.9
 CYCLIC_PEAK = 0.4  # where the cyclic schedule peaks, as a share of training (Wong et al.'s MNIST)
 
 BatchHook = Callable[[torch.Tensor, torch.Tensor, nn.Module],
@@ -132,7 +135,7 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
           on_epoch: Callable[[int, TrainHistory], bool | None] | None = None,
           batch_hook: BatchHook | None = None,
           loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-          lr_schedule: str = "constant") -> TrainHistory:
+          lr_schedule: str = "constant", optimizer: str = "adam") -> TrainHistory:
     """Train ``model`` in place with Adam on cross-entropy; return its :class:`TrainHistory`.
 
     Batches are drawn by ``torch.randperm(generator=generator)`` each epoch, so the same
@@ -146,6 +149,7 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
     ``lr_schedule``: ``"constant"`` (``lr`` throughout) or ``"cyclic"`` (0 → ``lr`` at 40 % → 0 over
     the ``epochs``, per batch; see the module docstring); stopping early cuts the cycle short.
     ``progress``: a rich progress bar on stderr if True, or if None and stderr is a terminal.
+    ``optimizer``: ``"adam"`` (the default) or ``"sgd"`` (momentum ``SGD_MOMENTUM``).
     """
     if not isinstance(model, nn.Module):
         raise InvalidParameterError("model", type(model).__name__, "a torch.nn.Module")
@@ -159,13 +163,18 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
         raise InvalidParameterError("generator", type(generator).__name__,
                                     "a torch.Generator or None")
     check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     x, y = _as_tensors(x, y)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InvalidParameterError("model", type(model).__name__,
                                     "a model with trainable parameters")
     dev = module_device(model)
-    opt = torch.optim.Adam(params, lr=float(lr), weight_decay=float(weight_decay))
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=float(lr), momentum=SGD_MOMENTUM,
+                              weight_decay=float(weight_decay))
+    else:
+        opt = torch.optim.Adam(params, lr=float(lr), weight_decay=float(weight_decay))
     n = x.shape[0]
     n_batches = (n + batch_size - 1) // batch_size
     gen_dev = generator.device if generator is not None else torch.device("cpu")

@@ -7,6 +7,7 @@ sample) and enforces an optional query budget.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from abc import ABC, abstractmethod
@@ -237,8 +238,27 @@ class Target(ABC):
             )
 
     # -- queries -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def scoring(self):
+        """Queries that score an attack's result (not the attacker's own): counted, but not
+        refused by the budget, so an attack that ran out of budget still gets its best result
+        scored. The wrapped targets of a defended target are scored the same way."""
+        chain, t = [], self
+        while isinstance(t, Target):
+            chain.append(t)
+            t = getattr(t, "inner", None)
+        saved = [c.__dict__.get("_scoring", False) for c in chain]
+        for c in chain:
+            c._scoring = True
+        try:
+            yield self
+        finally:
+            for c, v in zip(chain, saved, strict=True):
+                c._scoring = v
+
     def _count(self, n: int) -> None:
-        if self.budget is not None and self.queries + n > self.budget:
+        if (self.budget is not None and self.queries + n > self.budget
+                and not self.__dict__.get("_scoring", False)):
             raise BudgetExhausted(
                 f"query budget of {self.budget} exhausted ({self.queries} used, {n} more asked); "
                 "raise the target's budget or lower the attack's queries"

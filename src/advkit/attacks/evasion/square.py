@@ -33,6 +33,7 @@ from functools import lru_cache
 import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed, take_rows_
+from advkit.errors import BudgetExhausted
 from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.threat_tags import BLACK_BOX_EVASION
@@ -215,6 +216,7 @@ class Square(EvasionAttack):
         b = self._init(x0, lo, hi, generator)
         box = self._box(x0, lo, hi) if self.threat.p == math.inf else None
         m_b = torch.full((idx.numel(),), math.inf, device=x.device)
+        exhausted = None
         for i in range(self.n_queries - 1):
             if idx.numel() == 0:
                 break
@@ -223,7 +225,11 @@ class Square(EvasionAttack):
             else:
                 cand = self._propose(x0, b, square_fraction(self.p_init, i - 1, self.n_queries - 2),
                                      lo, hi, generator, box)
-            scores = target.predict_scores(cand.reshape(shape), check=False)
+            try:
+                scores = target.predict_scores(cand.reshape(shape), check=False)
+            except BudgetExhausted as exc:  # keep the best found so far, and say so
+                exhausted = str(exc)
+                break
             m = margin_loss(scores, lab, targeted)
             better = m < m_b
             b = take_rows_(b, cand, better)
@@ -237,8 +243,11 @@ class Square(EvasionAttack):
                 idx, x0, lab, yy, b, m_b = idx[keep], x0[keep], lab[keep], yy[keep], b[keep], m_b[keep]
                 if box is not None:
                     box = (box[0][keep], box[1][keep])
-        best[idx], queries[idx] = b, self.n_queries  # the points still running used every query
+        # the points still running used every query (or all the budget allowed)
+        best[idx], queries[idx] = b, self.n_queries if exhausted is None else i + 1
         trace = torch.tensor(fooled, dtype=torch.float32, device=x.device) / n
         trace = torch.cat([trace, trace[-1:].expand(self.n_queries - trace.numel())])
         extra = {"queries": queries, "success_by_query": trace}
+        if exhausted is not None:
+            extra["budget_exhausted"] = exhausted
         return Perturbed(best.reshape(x.shape), clean_pred=clean_pred, passes=0, extra=extra)

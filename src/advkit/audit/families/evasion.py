@@ -29,7 +29,7 @@ def _generator(seed: int, sid: str) -> torch.Generator:
 
 
 # small extra outputs of attacks worth keeping in the report (images, query traces)
-_KEEP_EXTRA = ("perturbation", "patch", "fooling_rate", "success_by_query")
+_KEEP_EXTRA = ("perturbation", "patch", "fooling_rate", "success_by_query", "budget_exhausted")
 
 
 def _plain_extra(extra: dict) -> dict:
@@ -220,6 +220,15 @@ class EvasionFamily(Family):
             info=ctx.subject.dataset.info, rules=spec.verdicts.evasion,
             extra_eps=requested_budgets(spec),
             findings=[Finding(**f) for f in rec["findings"]], clean_conf=rec["clean_conf"])
+        for r in records:  # an attack that ran out of its query budget: a lower bound, said so
+            why = (r.get("extra") or {}).get("budget_exhausted")
+            if why:
+                report.findings.append(Finding(
+                    check="query_budget_exhausted", severity="warning", metric="queries",
+                    value=float(r["queries"]), threshold=None, scenario=r["id"],
+                    why=f"{r['id']} stopped early: {why}; its result is the best found within "
+                        "the budget, so its success rate is a lower bound",
+                    fix="raise the target's query budget or lower the attack's queries"))
         add_tabular_section(report)
         plan = ctx.state.get("capability_plan")
         if plan is not None:

@@ -1,0 +1,269 @@
+"""The poisoning family's part of the report, built from its stored records only.
+
+Scenario results (one per stage), a table of clean accuracy and attack success per attack and
+rate beside the clean reference model, curves of both against the poisoning rate, a table per
+mitigation kind, findings and the poisoning verdict. Rules (module constants): a backdoor or
+targeted flip is implanted when it succeeds on at least ``IMPLANTED`` more of the points it
+targets than its trigger does on the clean reference model; random label noise matters when it
+costs more than ``FLIP_DROP`` of clean accuracy; a mitigation works when the success left is at
+most ``RESIDUAL`` at a clean-accuracy cost of at most ``MAX_DROP`` (against the poisoned model).
+"""
+
+from __future__ import annotations
+
+from advkit import registry
+from advkit.audit.report import Finding, Plot, Report, ScenarioResult, Section, Series, Table, Verdict
+from advkit.evaluation.metrics import Proportion
+
+IMPLANTED = 0.2
+FLIP_DROP = 0.05
+RESIDUAL = 0.05
+MAX_DROP = 0.02
+SUCCESS = {"backdoor_success": "triggered test points (true class not the target) classified as "
+                               "the target / those points",
+           "targeted_flip_success": "test points of the source class classified as the target / "
+                                    "those points"}
+
+
+def _prop(d: dict | None) -> Proportion | None:
+    if d is None:
+        return None
+    nan = float("nan")
+    lo, hi = d.get("ci_low"), d.get("ci_high")
+    return Proportion(int(d["k"]), int(d["n"]), nan if lo is None else lo,
+                      nan if hi is None else hi)
+
+
+def _rate(rec: dict) -> float:
+    return float(rec["params"].get("rate", 0.0))
+
+
+def _points(a: Proportion | None, b: Proportion | None) -> float | None:
+    """a - b in percentage points (None when either is missing or empty)."""
+    if a is None or b is None or not a.n or not b.n:
+        return None
+    return 100 * (a.value - b.value)
+
+
+def _by_kind(records: list[dict]) -> tuple[dict, list[dict], list[dict], dict]:
+    clean = next((r for r in records if r["kind"] == "measure" and r["attack"] == "none"), None)
+    measures = [r for r in records if r["kind"] == "measure" and r["attack"] != "none"]
+    mitigations = [r for r in records if r["kind"] == "mitigation"]
+    trains = {r["id"].rsplit("/", 1)[0]: r for r in records if r["kind"] == "train"}
+    return clean, measures, mitigations, trains
+
+
+def _base(rec: dict) -> str:
+    return rec["id"].rsplit("/", 1)[0]
+
+
+def results(records: list[dict]) -> list[ScenarioResult]:
+    clean, _, _, _ = _by_kind(records)
+    clean_acc = _prop(clean["clean_accuracy"]) if clean else None
+    measured = {_base(r): _prop(r["clean_accuracy"]) for r in records if r["kind"] == "measure"}
+    out = []
+    for r in records:
+        params = {"label": r["label"], **r["params"]}
+        common = dict(id=r["id"], attack=r["attack"], params=params, seconds=r["seconds"],
+                      from_store=bool(r.get("from_store")))
+        if r["kind"] == "train":
+            out.append(ScenarioResult(kind="poisoning_training", metrics={
+                "rate": _rate(r), "n_train": r["n_train"], "n_poisoned": r["n_poisoned"],
+                "train_accuracy": r["train_accuracy"]}, **common))
+            continue
+        acc = _prop(r["clean_accuracy"])
+        metrics = {"rate": _rate(r), "clean_accuracy": acc,
+                   "attack_success": _prop(r["attack_success"])}
+        if r["kind"] == "measure":
+            metrics["clean_accuracy_drop"] = _points(clean_acc, acc)
+            out.append(ScenarioResult(kind="poisoning", metrics=metrics, **common))
+            continue
+        metrics["clean_accuracy_drop"] = _points(measured.get(_base(r)), acc)
+        d = r["details"]
+        if "recall" in d:
+            metrics.update(precision=_prop(d["precision"]), recall=_prop(d["recall"]),
+                           n_flagged=d["n_flagged"])
+        if "flagged_classes" in d:
+            metrics.update(n_flagged=len(d["flagged_classes"]),
+                           target_flagged=d["target_flagged"])
+        out.append(ScenarioResult(kind="poisoning", defense=r["mitigation"], metrics=metrics,
+                                  per_sample={k: v for k, v in d.items()
+                                              if k in ("anomaly_index", "mask_norms")}, **common))
+    return out
+
+
+def _tag(attack: str):
+    try:
+        return registry.get(attack).threat
+    except Exception:  # noqa: BLE001 - a tag is optional
+        return None
+
+
+def _attack_findings(clean, measures) -> tuple[list[Finding], list[dict]]:
+    findings, figures = [], []
+    clean_acc = _prop(clean["clean_accuracy"])
+    for r in measures:
+        acc, succ = _prop(r["clean_accuracy"]), _prop(r["attack_success"])
+        base = _prop((clean.get("trigger_success", {}).get(r["label"]) or {}).get(
+            "attack_success"))
+        drop = _points(clean_acc, acc)
+        where = f"{r['label']} at rate {_rate(r):g}"
+        if succ is not None:
+            natural = base.value if base is not None and base.n else 0.0
+            limit = min(1.0, natural + IMPLANTED)
+            bad = succ.value >= limit
+            dest = "the attacker's label" if r["target"] is None else f"class {r['target']}"
+            hidden = drop is None or drop <= 100 * FLIP_DROP
+            findings.append(Finding(
+                check=f"poisoning.{r['success_kind']}", severity="critical" if bad else "info",
+                metric="attack_success", value=succ.value, threshold=limit, passed=not bad,
+                threat="poisoning", scenario=r["id"], threat_tag=_tag(r["attack"]),
+                why=f"{where}: {succ.value:.1%} of targeted test points reach {dest} (the clean "
+                    f"model: {natural:.1%}); clean accuracy changes by "
+                    f"{0.0 - (drop or 0.0):+.1f} points"
+                    + (": the poison is invisible to accuracy testing" if bad and hidden else ""),
+                fix="vet the provenance of training data; screen training sets (activation "
+                    "clustering, spectral signatures) and models (Neural Cleanse) before use"
+                    if bad else "none needed at this rate"))
+        else:
+            bad = drop is not None and drop > 100 * FLIP_DROP
+            findings.append(Finding(
+                check="poisoning.clean_accuracy_drop", severity="warning" if bad else "info",
+                metric="clean_accuracy_drop", value=None if drop is None else drop / 100,
+                threshold=FLIP_DROP, passed=not bad, threat="poisoning", scenario=r["id"],
+                threat_tag=_tag(r["attack"]),
+                why=f"{where} costs {drop or 0.0:.1f} points of clean accuracy against the clean "
+                    "reference model",
+                fix="clean noisy labels (confident learning) or train with a noise-robust loss"
+                    if bad else "none needed at this rate"))
+        shown = (f"attack success {succ}" if succ is not None
+                 else f"clean-accuracy drop {drop or 0.0:.1f} points")
+        figures.append({"attack": r["label"], "rate": _rate(r), "clean_accuracy": acc,
+                        "attack_success": succ, "judged": True, "vulnerable": bad,
+                        "text": f"{where}: {shown}, clean accuracy {acc}"})
+    return findings, figures
+
+
+def _mitigation_findings(mitigations, measured) -> list[Finding]:
+    out = []
+    for r in mitigations:
+        acc, succ = _prop(r["clean_accuracy"]), _prop(r["attack_success"])
+        drop = _points(measured.get(_base(r)), acc) or 0.0
+        name, where = r["mitigation"], f"{r['label']} at rate {_rate(r):g}"
+        removed = succ is None or succ.value <= RESIDUAL
+        costly = drop > 100 * MAX_DROP
+        out.append(Finding(
+            check=f"poisoning.mitigation.{name}", severity="info" if removed and not costly
+            else "warning", metric="attack_success" if succ is not None else "clean_accuracy_drop",
+            value=succ.value if succ is not None else drop / 100,
+            threshold=RESIDUAL if succ is not None else MAX_DROP, threat="poisoning",
+            scenario=r["id"], passed=removed and not costly, threat_tag=_tag(name),
+            why=(f"after {name} ({where}) the attack still succeeds on {succ.value:.1%} of "
+                 "targeted test points" if not removed else
+                 f"{name} ({where}) " + (f"leaves {succ.value:.1%} attack success at "
+                                          if succ is not None else "costs ")
+                 + f"{drop:.1f} points of clean accuracy against the poisoned model"),
+            fix="do not rely on this mitigation alone" if not removed else
+                ("tune it on held-out clean data" if costly else "none needed")))
+    return out
+
+
+def _curves(clean, measures) -> list[Plot]:
+    acc0 = _prop(clean["clean_accuracy"])
+    by: dict[str, list[dict]] = {}
+    for r in measures:
+        by.setdefault(r["label"], []).append(r)
+    plots = []
+    for metric, title in (("attack_success", "Attack success against the poisoning rate"),
+                          ("clean_accuracy", "Clean accuracy against the poisoning rate")):
+        series = []
+        for label, rs in by.items():
+            pts = [(0.0, acc0)] if metric == "clean_accuracy" else []
+            pts += [(_rate(r), _prop(r[metric])) for r in sorted(rs, key=_rate)]
+            pts = [(x, p) for x, p in pts if p is not None and p.n]
+            if pts:
+                series.append(Series(label, [x for x, _ in pts], [p.value for _, p in pts],
+                                     [p.lo for _, p in pts], [p.hi for _, p in pts]))
+        if series:
+            plots.append(Plot(title=title, xlabel="poisoning rate (share of training set)",
+                              ylabel=metric.replace("_", " "), series=series, ylim=(0.0, 1.0)))
+    return plots
+
+
+def add_to(report: Report, records: list[dict]) -> None:
+    clean, measures, mitigations, trains = _by_kind(records)
+    if clean is None:
+        return
+    measured = {_base(r): _prop(r["clean_accuracy"]) for r in records if r["kind"] == "measure"}
+    acc0 = _prop(clean["clean_accuracy"])
+    rows = [["none (clean reference)", 0.0, 0, acc0, None, None, None]]
+    for r in measures:
+        base = (clean.get("trigger_success", {}).get(r["label"]) or {}).get("attack_success")
+        rows.append([r["label"], _rate(r), trains[_base(r)]["n_poisoned"],
+                     _prop(r["clean_accuracy"]), _points(acc0, _prop(r["clean_accuracy"])),
+                     _prop(r["attack_success"]), _prop(base)])
+    t = trains.get("poisoning/clean", {})
+    text = (f"Each attack poisons its rate's share of the {t.get('n_train', '?')} training samples "
+            f"kept from the defender ({t.get('n_defender', '?')} held out as clean data), the "
+            f"recipe ({_recipe_text(t.get('recipe'))}) is trained on the result from the same seed "
+            "as the clean reference, and both are measured on the same test points. Attack "
+            "success: " + "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in SUCCESS.items())
+            + "; random label flips have none (their effect is the clean-accuracy drop).")
+    report.sections.append(Section(
+        title="Poisoning: attacks", text=text, plots=_curves(clean, measures),
+        tables=[Table(columns=["attack", "rate", "poisoned samples", "clean accuracy",
+                               "clean-acc drop (points)", "attack success",
+                               "trigger on the clean model"], rows=rows)]))
+    if mitigations:
+        _mitigation_section(report, mitigations, measured)
+    findings, figures = _attack_findings(clean, measures)
+    report.findings += findings + _mitigation_findings(mitigations, measured)
+    vulnerable = any(f["vulnerable"] for f in figures)
+    report.verdicts.append(Verdict(
+        threat="poisoning", status="vulnerable" if vulnerable else "robust", figures=figures,
+        rule={"implanted_at": IMPLANTED, "max_clean_accuracy_drop": FLIP_DROP,
+              "text": "vulnerable when, at some tested rate, a backdoor or targeted flip "
+                      "succeeds on at least implanted_at more of the points it targets than "
+                      "its trigger does on the clean model, or random label flips cost more "
+                      "than max_clean_accuracy_drop of clean accuracy"},
+        reason="poisoning at a tested rate implants the attacker's behaviour" if vulnerable else
+               "no tested poisoning rate implanted the attacker's behaviour"))
+
+
+def _recipe_text(recipe: dict | None) -> str:
+    if not recipe:
+        return "?"
+    return (f"{recipe['zoo']}, {recipe['epochs']} epochs, {recipe['optimizer']} lr "
+            f"{recipe['lr']:g} ({recipe['lr_schedule']}), batch {recipe['batch_size']}")
+
+
+def _mitigation_section(report: Report, mitigations, measured) -> None:
+    rows, det_rows, nc_rows = [], [], []
+    for r in mitigations:
+        acc = _prop(r["clean_accuracy"])
+        rows.append([r["label"], _rate(r), r["mitigation"], acc,
+                     _points(measured.get(_base(r)), acc), _prop(r["attack_success"])])
+        d = r["details"]
+        if "recall" in d:
+            det_rows.append([r["label"], _rate(r), r["mitigation"], d["n_flagged"],
+                             _prop(d["precision"]), _prop(d["recall"]), d["poisoned_left"]])
+        if "flagged_classes" in d:
+            idx = d["anomaly_index"][r["target"]] if r["target"] is not None else None
+            nc_rows.append([r["label"], _rate(r), ", ".join(map(str, d["flagged_classes"]))
+                            or "none", d["target_flagged"], idx])
+    tables = [Table(columns=["attack", "rate", "mitigation", "clean accuracy",
+                             "clean-acc drop vs poisoned (points)", "attack success"], rows=rows)]
+    if det_rows:
+        tables.append(Table(title="Training-set detectors (then retrained without the flagged)",
+                            columns=["attack", "rate", "detector", "flagged", "precision",
+                                     "recall", "poisoned samples left"], rows=det_rows))
+    if nc_rows:
+        tables.append(Table(title="Neural Cleanse", columns=[
+            "attack", "rate", "flagged classes", "target flagged", "target's anomaly index"],
+            rows=nc_rows))
+    notes = sorted({n for r in mitigations for n in r.get("notes", [])})
+    report.sections.append(Section(
+        title="Poisoning: mitigations",
+        text="Each mitigation against each poisoned model; the defender's clean data is the "
+             "held-out share of the training split. " + " ".join(notes), tables=tables))
+
