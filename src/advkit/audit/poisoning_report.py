@@ -223,9 +223,9 @@ def add_to(report: Report, records: list[dict]) -> None:
         threat="poisoning", status="vulnerable" if vulnerable else "robust", figures=figures,
         rule={"implanted_at": IMPLANTED, "max_clean_accuracy_drop": FLIP_DROP,
               "text": "vulnerable when, at some tested rate, a backdoor or targeted flip "
-                      "succeeds on at least implanted_at more of the points it targets than "
+                      f"succeeds on at least {IMPLANTED:g} more of the points it targets than "
                       "its trigger does on the clean model, or random label flips cost more "
-                      "than max_clean_accuracy_drop of clean accuracy"},
+                      f"than {FLIP_DROP * 100:g} points of clean accuracy"},
         reason="poisoning at a tested rate implants the attacker's behaviour" if vulnerable else
                "no tested poisoning rate implanted the attacker's behaviour"))
 

@@ -179,7 +179,9 @@ def verdict_view(v: Verdict | Mapping[str, Any]) -> dict[str, Any]:
                      f"is below max({fmt_number(rule.get('min_ratio_to_clean'))} × clean accuracy, "
                      f"{fmt_number(rule.get('min_robust_accuracy'))}); judged budget: {where}")
     return {"threat": _get(v, "threat", ""), "status": status,
-            "label": _STATUS_TEXT.get(status, status).upper(),
+            # a family's own rule (not per-budget robust accuracy): no "budgets" in its label
+            "label": ("robust as tested" if status == "robust" and "text" in rule
+                      else _STATUS_TEXT.get(status, status)).upper(),
             "css": VERDICT_CSS.get(status, "neutral"), "reason": _get(v, "reason", ""),
             "figures": figures, "rule": rule_text}
 
