@@ -84,7 +84,7 @@ class SupplyChainFamily(Family):
             worst = max(worst, r["verdict"], key=list(VERDICT).index)
             if r["verdict"] != "safe":
                 report.findings.append(Finding(
-                    check="model_file_scan", severity=SEVERITY[r["verdict"]], metric="verdict",
+                    check="model_file_scan", severity=SEVERITY[r["verdict"]], metric="",
                     value=None, threshold=None, threat="supply_chain", scenario=r["id"],
                     why=f"the model file {r['path']} scans as {r['verdict']}: loading it runs "
                         "code chosen by whoever wrote it" if r["verdict"] != "unknown" else
@@ -92,7 +92,7 @@ class SupplyChainFamily(Family):
                     fix="re-save the model as safetensors (advkit convert) and audit that"))
             else:
                 report.findings.append(Finding(
-                    check="model_file_scan", severity="info", metric="verdict", value=None,
+                    check="model_file_scan", severity="info", metric="", value=None,
                     threshold=None, threat="supply_chain", scenario=r["id"], passed=True,
                     why=f"the model file {r['path']} loads without running code from it",
                     fix="none needed"))
