@@ -144,6 +144,13 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Report:
+        """The Report a ``to_dict`` document (or a loaded report.json) describes."""
+        from advkit.audit.report_read import report_from_dict
+
+        return report_from_dict(doc)
+
     def scenario(self, sid: str) -> ScenarioResult:
         for s in self.scenarios:
             if s.id == sid:

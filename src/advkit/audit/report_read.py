@@ -1,0 +1,75 @@
+"""``Report.from_dict``: a report JSON document (``Report.to_dict`` / ``report.json``) back into the
+typed Report, so a stored report can be rendered again, compared or served without re-running
+anything. Proportions (``{value, k, n, ci_low, ci_high, confidence}``) become ``Proportion``s
+wherever they appear; image pixels become arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from advkit.errors import ReportFormatError
+from advkit.evaluation.metrics import Proportion
+from advkit.threat_tags import ThreatTag
+
+_PROPORTION = {"value", "k", "n", "ci_low", "ci_high", "confidence"}
+
+
+def values(obj: Any) -> Any:
+    """``obj`` with every proportion dict (recursively) as a Proportion."""
+    if isinstance(obj, dict):
+        if set(obj) == _PROPORTION:
+            return Proportion(k=int(obj["k"]), n=int(obj["n"]), lo=float(obj["ci_low"]),
+                              hi=float(obj["ci_high"]), confidence=float(obj["confidence"]))
+        return {k: values(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [values(v) for v in obj]
+    return obj
+
+
+def report_from_dict(doc: dict[str, Any]):
+    """The Report a ``to_dict`` document describes; ReportFormatError naming what is wrong."""
+    from advkit.audit.report import (
+        Finding,
+        Image,
+        Plot,
+        Report,
+        ScenarioResult,
+        Section,
+        Series,
+        Table,
+        Verdict,
+    )
+
+    def section(d):
+        return Section(
+            title=d["title"], text=d.get("text", ""),
+            tables=[Table(columns=t["columns"], rows=values(t["rows"]), title=t.get("title", ""))
+                    for t in d.get("tables", [])],
+            plots=[Plot(**{**p, "series": [Series(**s) for s in p["series"]],
+                           "ylim": tuple(p["ylim"]) if p.get("ylim") is not None else None})
+                   for p in d.get("plots", [])],
+            images=[Image(caption=i["caption"], pixels=np.asarray(i["pixels"], dtype=np.float32),
+                          group=i.get("group", "")) for i in d.get("images", [])],
+            image_columns=d.get("image_columns", 8))
+
+    def finding(d):
+        tag = d.get("threat_tag")
+        return Finding(**{**d, "threat_tag": ThreatTag.from_dict(tag) if tag else None})
+
+    try:
+        return Report(
+            manifest=doc["manifest"], model=doc["model"], dataset=doc["dataset"],
+            scenarios=[ScenarioResult(**{**s, "metrics": values(s["metrics"])})
+                       for s in doc.get("scenarios", [])],
+            findings=[finding(f) for f in doc.get("findings", [])],
+            sections=[section(s) for s in doc.get("sections", [])],
+            title=doc.get("title", "advkit audit"),
+            schema_version=doc.get("schema_version", ""),
+            verdicts=[Verdict(**{**v, "figures": values(v.get("figures", []))})
+                      for v in doc.get("verdicts", [])])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReportFormatError(f"the report document does not describe an advkit report "
+                                f"({type(exc).__name__}: {exc}); pass a report.json written by "
+                                "advkit") from None
