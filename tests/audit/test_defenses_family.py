@@ -15,6 +15,7 @@ import yaml
 from advkit.audit.spec import parse_spec
 from advkit.cli.main import run
 from advkit.errors import AuditSpecError
+from report_keys import without
 
 SPEC = {
     "title": "defenses",
@@ -40,11 +41,7 @@ VOLATILE = {"seconds", "started", "finished", "duration_s", "durations", "comman
 
 
 def stable(obj):
-    if isinstance(obj, dict):
-        return {k: stable(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [stable(v) for v in obj]
-    return obj
+    return without(obj, VOLATILE)
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ from advkit.audit import runner
 from advkit.audit.spec import parse_spec
 from advkit.cli.main import run
 from advkit.errors import AuditSpecError, InvalidParameterError
+from report_keys import without
 
 SPEC = {
     "title": "poisoning",
@@ -43,12 +44,7 @@ VOLATILE = {"seconds", "started", "finished", "duration_s", "durations", "comman
 
 
 def stable(obj):
-    """``obj`` (a report dict) without the VOLATILE keys, at any depth."""
-    if isinstance(obj, dict):
-        return {k: stable(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [stable(v) for v in obj]
-    return obj
+    return without(obj, VOLATILE)
 
 
 @pytest.fixture(autouse=True)
