@@ -51,6 +51,32 @@ class DatasetSpec(_Strict):
         return self
 
 
+def _recipe_choice(name: str, v: str | None) -> str | None:
+    """``lr_schedule`` / ``optimizer`` of a recipe: one the shared trainer knows, or None."""
+    from advkit.models.train import LR_SCHEDULES, OPTIMIZERS
+
+    allowed = {"lr_schedule": LR_SCHEDULES, "optimizer": OPTIMIZERS}[name]
+    if v is not None and v not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}")
+    return v
+
+
+class RecipeOverrides(_Strict):
+    """Training settings a family may set over the model section's recipe (None: keep it)."""
+
+    epochs: int | None = Field(default=None, ge=1, le=1000)
+    lr: float | None = Field(default=None, gt=0, le=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    lr_schedule: str | None = None
+    optimizer: str | None = None
+    weight_decay: float | None = Field(default=None, ge=0)
+
+    @field_validator("lr_schedule", "optimizer")
+    @classmethod
+    def _choice(cls, v, info):
+        return _recipe_choice(info.field_name, v)
+
+
 class ModelSpec(_Strict):
     zoo: str | None = None
     path: str | None = None
@@ -68,6 +94,11 @@ class ModelSpec(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     _spec_dir: str | None = PrivateAttr(default=None)  # set by load_spec: the spec's folder
+
+    @field_validator("lr_schedule", "optimizer")
+    @classmethod
+    def _choice(cls, v, info):
+        return _recipe_choice(info.field_name, v)
 
     @property
     def spec_dir(self) -> Path | None:

@@ -36,7 +36,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from advkit.audit.families.base import AuditContext, Family, family
 from advkit.audit.plan import Scenario
 from advkit.audit.report import Report, ScenarioResult
-from advkit.audit.spec_sections import _Strict
+from advkit.audit.spec_sections import RecipeOverrides, _Strict
 from advkit.errors import AdvkitError, AuditSpecError, short
 from advkit.threat_tags import BACKDOOR_POISONING
 
@@ -79,40 +79,10 @@ class MitigationSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrainingSpec(_Strict):
-    """Recipe settings for the models this family trains, over the model section's (which does
-    not hold ``lr_schedule``, ``optimizer`` or ``weight_decay`` yet)."""
-
-    epochs: int | None = Field(default=None, ge=1, le=1000)
-    lr: float | None = Field(default=None, gt=0, le=1)
-    batch_size: int | None = Field(default=None, ge=1)
-    lr_schedule: str | None = None
-    optimizer: str | None = None
-    weight_decay: float | None = Field(default=None, ge=0)
-
-    @field_validator("lr_schedule")
-    @classmethod
-    def _schedule(cls, v):
-        from advkit.models.train import LR_SCHEDULES
-
-        if v is not None and v not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
-        return v
-
-    @field_validator("optimizer")
-    @classmethod
-    def _optimizer(cls, v):
-        from advkit.models.train import OPTIMIZERS
-
-        if v is not None and v not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
-        return v
-
-
 class PoisoningSpec(_Strict):
     attacks: list[PoisonAttackSpec] = Field(min_length=1)
     mitigations: list[MitigationSpec] = Field(default_factory=list)
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    training: RecipeOverrides = Field(default_factory=RecipeOverrides)
     defender_share: float = Field(default=0.1, gt=0, lt=0.5)
 
     @field_validator("mitigations", mode="before")
