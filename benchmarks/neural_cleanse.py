@@ -4,7 +4,8 @@ The floor (DESIGN §6) of a gradient search is its forward+backward passes: here
 one forward+backward (gradient w.r.t. the stamped inputs) over (active classes x batch) images, so
 floor = rows forwarded in all / rows of a full step x median time of one full step's
 forward+backward, measured on the same model in the same run (the same stamping arithmetic
-included, no optimiser). The backdoored LeNet comes from the backdoor preset's recipe and cache.
+included, no optimiser). The backdoored LeNet comes from ``advkit.testing.backdoor_lab``
+(its recipe and cache).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/neural_cleanse.py [--repeats 3] [--quick]
 """
@@ -22,10 +23,10 @@ import torch
 from torch import nn
 
 from advkit.attacks.poisoning.badnets import BadNets
-from advkit.audit.presets import backdoor
 from advkit.data import load
 from advkit.defenses.detectors.neural_cleanse import NeuralCleanse
 from advkit.errors import AdvkitWarning
+from advkit.testing import backdoor_lab
 
 
 def step_time(model, x, k: int, b: int, repeats: int, gen) -> float:
@@ -54,12 +55,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="digits/MLP instead of MNIST/LeNet")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    cfg = backdoor.QUICK if args.quick else backdoor.FULL
+    cfg = backdoor_lab.QUICK if args.quick else backdoor_lab.FULL
     ds = load(cfg["dataset"])
-    x, y, xc, yc = backdoor._split(ds, cfg, args.seed)
+    x, y, xc, yc = backdoor_lab.split(ds, cfg, args.seed)
     p = BadNets(size=cfg["size"], target=0, rate=0.1).poison(
         x, y, rng=np.random.default_rng(args.seed))
-    model, _, cached = backdoor._train(cfg, ds.info, p.x, p.y, args.seed, "badnets")
+    model, _, cached = backdoor_lab.train(cfg, ds.info, p.x, p.y, args.seed, "badnets")
     nc_params = dict(cfg["nc"])
     runs = []
     for r in range(args.repeats):

@@ -119,10 +119,10 @@ def test_backdoored_model_is_flagged_screened_and_mitigated(folder, capsys):
     assert verdict["status"] == "vulnerable"
     assert any(f"class {TARGET}" in f["text"] for f in verdict["figures"])
     titles = [s["title"] for s in report["sections"]]
-    assert {"Backdoor: Neural Cleanse on the model", "Backdoor: reversed triggers",
+    assert {"Backdoor: Neural Cleanse on the model", "Backdoor: reversed triggers of the model",
             "Backdoor: mitigations", "Backdoor: training-data sanitisers"} <= set(titles)
     html = (out / "report.html").read_text()
-    assert 'alt="Backdoor: reversed triggers: 12 images"' in html  # 10 classes + point + stamped
+    assert 'alt="Backdoor: reversed triggers of the model: 12 images"' in html  # 10 classes + point + stamped
     assert "data:image/png;base64," in html
     assert "backdoor" in captured.out.lower()
 

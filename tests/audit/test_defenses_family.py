@@ -167,6 +167,10 @@ def test_an_unknown_defense_exits_2_naming_the_known_ones(tmp_path, capsys):
     ([{"name": "neural_cleanse"}], "backdoor"),
     (["jpeg", {"name": "jpeg", "params": {"quality": 50}}], "label"),
     ([{"name": "pgd-at", "params": {"bounds": [0, 1]}}], "bounds"),
+    ([{"name": "randomized-smoothing", "base": "pgd-at"}], "[0].base"),
+    ([{"name": "jpeg", "base": "x"}], "[0].base"),
+    ([{"name": "gaussian-augmentation", "warmup_batches": 10}], "warmup_batches"),
+    ([{"name": "gaussian-augmentation", "params": {"sigma": 0}}], "sigma"),
 ])
 def test_section_errors_name_the_field(section, where):
     with pytest.raises(AuditSpecError, match="defenses") as exc:
@@ -183,3 +187,44 @@ def test_attacked_defenses_need_a_budgeted_attack():
         {"name": "randomized-smoothing", "params": {"n": 10}}]})
     assert [s.id for s in get("defenses").plan(only_cert)] == [
         "defenses/randomized-smoothing/certify"]
+
+
+def test_smoothing_certifies_the_model_a_training_entry_trained(tmp_path, monkeypatch):
+    """``base: KEY``: CERTIFY runs on the model the gaussian-augmentation entry trained (Cohen et
+    al.'s base classifier), after its train stage, and the report says which model it was."""
+    from advkit.audit import defenses_stages, runner
+    from advkit.audit.families.base import get
+    from advkit.defenses.certify.smoothing import RandomizedSmoothing
+
+    spec = parse_spec({**SPEC, "defenses": [
+        {"name": "gaussian-augmentation", "params": {"sigma": 0.25}, "epochs": 2},
+        {"name": "randomized-smoothing", "label": "rs-plain",
+         "params": {"sigma": 0.25, "n0": 10, "n": 100}, "points": 30},
+        {"name": "randomized-smoothing", "label": "rs-noise",
+         "params": {"sigma": 0.25, "n0": 10, "n": 100}, "points": 30,
+         "base": "gaussian-augmentation"}]})
+    stages = {s.id: s for s in get("defenses").plan(spec)}
+    assert stages["defenses/rs-noise/certify"].deps == ("defenses/gaussian-augmentation/train",)
+    assert stages["defenses/rs-plain/certify"].deps == ()
+    certified, trained = [], {}
+    cert, held = RandomizedSmoothing.certify, defenses_stages._trained_target
+
+    def spy_certify(self, target, x, **kw):
+        certified.append(target)
+        return cert(self, target, x, **kw)
+
+    def spy_trained(d, ctx):
+        out = held(d, ctx)
+        trained[d.key] = out[0]
+        return out
+
+    monkeypatch.setattr(RandomizedSmoothing, "certify", spy_certify)
+    monkeypatch.setattr(defenses_stages, "_trained_target", spy_trained)
+    rep = runner.run_audit(spec, out_dir=tmp_path / "out", spec_sha256="x", progress=False)
+    plain, noise = certified
+    assert noise is trained["gaussian-augmentation"] and plain is not noise
+    doc = rep.to_dict()
+    table = next(t for s in doc["sections"] for t in s["tables"]
+                 if t["title"].startswith("Randomized smoothing"))
+    bases = {row[0]: row[1] for row in table["rows"]}
+    assert bases == {"rs-plain": "the audited model", "rs-noise": "model of gaussian-augmentation"}

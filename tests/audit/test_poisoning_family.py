@@ -137,6 +137,13 @@ def test_a_model_file_is_refused_before_any_training(tmp_path, monkeypatch, caps
     ({"attacks": [{"name": "badnets", "rates": [0.1]}], "training": {"optimizer": "rmsprop"}},
      "optimizer"),
     ({"attacks": []}, "attacks"),
+    ({"attacks": [{"name": "badnets", "rates": [0.1]}],
+      "mitigations": [{"name": "fine_pruning", "repair": "prune"}]}, "repair"),
+    ({"attacks": [{"name": "badnets", "rates": [0.1]}],
+      "mitigations": [{"name": "neural_cleanse", "repair": "pray"}]}, "repair"),
+    ({"attacks": [{"name": "badnets", "rates": [0.1]}],
+      "mitigations": ["neural_cleanse", {"name": "neural_cleanse", "repair": "prune"}]},
+     "label"),
     ({"attacks": [{"name": "badnets", "rates": [0.1]}], "typo": 1}, "typo"),
 ])
 def test_section_errors_name_the_field(section, where):
@@ -253,3 +260,46 @@ def test_kill_during_training_resumes_at_that_stage(tmp_path):
     succ = {s["id"]: s["metrics"]["attack_success"] for s in rep["scenarios"]
             if s["id"].endswith("/measure") and "clean" not in s["id"]}
     assert all(0 <= v["value"] <= 1 and v["n"] > 0 for v in succ.values())
+
+
+def test_neural_cleanse_entries_share_one_search_and_check_the_clean_model(tmp_path, monkeypatch):
+    """Two Neural Cleanse entries (unlearn, prune) against one model search its triggers once;
+    ``on_clean`` also runs the first against the clean reference model, where a flagged class is
+    a false alarm; the report shows each searched model's per-class indices and reversed triggers,
+    the attack's true trigger first."""
+    from advkit.defenses.detectors.neural_cleanse import NeuralCleanse
+
+    fits = []
+    fit = NeuralCleanse.fit
+
+    def counting(self, *a, **k):
+        fits.append(1)
+        return fit(self, *a, **k)
+
+    monkeypatch.setattr(NeuralCleanse, "fit", counting)
+    nc = {"batch_size": 8, "epochs": 3}
+    spec = parse_spec({**SPEC, "poisoning": {
+        "attacks": [{"name": "badnets", "rates": [0.1], "params": {"size": 2, "target": 0}}],
+        "mitigations": [{"name": "neural_cleanse", "params": nc, "on_clean": True},
+                        {"name": "neural_cleanse", "label": "nc-prune", "repair": "prune",
+                         "params": nc}],
+        "training": {"epochs": 10}}})
+    rep = runner.run_audit(spec, out_dir=tmp_path / "out", spec_sha256="x", progress=False)
+    assert len(fits) == 2  # the clean model and the poisoned one, not once per entry
+    doc = rep.to_dict()
+    sc = {s["id"]: s for s in doc["scenarios"]}
+    base = "poisoning/badnets/rate=0.1/mitigation="
+    unlearn, prune = sc[base + "neural_cleanse"], sc[base + "nc-prune"]
+    assert unlearn["per_sample"]["anomaly_index"] == prune["per_sample"]["anomaly_index"]
+    assert prune["defense"] == "nc-prune"
+    clean = sc["poisoning/clean/mitigation=neural_cleanse"]
+    assert clean["metrics"]["attack_success"] is None and "false_alarm" in clean["metrics"]
+    alarm = next(f for f in doc["findings"] if f["check"] == "poisoning.neural_cleanse.false_alarm")
+    assert alarm["passed"] == (not clean["metrics"]["false_alarm"])
+    titles = [s["title"] for s in doc["sections"]]
+    assert "Poisoning: Neural Cleanse on the clean model" in titles
+    trig = next(s for s in rep.sections
+                if s.title == "Poisoning: reversed triggers of badnets model at rate 0.1")
+    assert trig.images[0].caption.startswith("the attack's trigger")
+    assert trig.images[0].pixels.shape == (8, 8) and trig.images[0].pixels[-1, -1] == 1.0
+    assert len(trig.images) == 1 + 10

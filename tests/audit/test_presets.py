@@ -1,6 +1,10 @@
-"""Presets are spec files shipped in the package, run by the generic runner (issue 12 item 4)."""
+"""Presets are spec files shipped in the package, run by the generic runner (issue 12 item 4):
+each parses and plans; the backdoor preset's quick version runs end to end through the CLI; the
+evasion-defense preset's quick version meets its bars (slow)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -8,6 +12,14 @@ from advkit.audit import presets
 from advkit.audit.runner import active_families
 from advkit.audit.spec import load_spec
 from advkit.cli.main import run
+
+ALL = [(n, q) for n in presets.names() for q in (False, True)
+       if not q or (presets.FOLDER / f"{n}.quick.yaml").is_file()]
+
+
+def _plan(name: str, quick: bool) -> dict:
+    spec, _ = load_spec(presets.preset_path(name, quick=quick))
+    return {sc.id: sc for f in active_families(spec) for sc in f.plan(spec)}
 
 
 def test_preset_list_names_each_with_one_line(capsys):
@@ -33,3 +45,79 @@ def test_bad_preset_requests_exit_2(tmp_path, capsys, argv, needle):
     assert run(["audit", *argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name,quick", ALL, ids=[f"{n}{'-quick' if q else ''}" for n, q in ALL])
+def test_every_preset_parses_and_plans(name, quick):
+    assert _plan(name, quick)
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_backdoor_preset_plans_the_lab(quick):
+    ids = set(_plan("backdoor", quick))
+    base = "poisoning/badnets/rate=0.1/mitigation="
+    assert {"poisoning/clean/train", "poisoning/badnets/rate=0.1/train",
+            "poisoning/clean/mitigation=neural_cleanse"} <= ids
+    assert {base + m for m in ("neural_cleanse", "neural_cleanse-prune", "fine_pruning",
+                               "activation_clustering", "spectral_signatures")} <= ids
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_evasion_defense_preset_plans_the_lab(quick):
+    plan = _plan("evasion-defense", quick)
+    for t in ("jpeg", "bit-depth", "gaussian-noise"):  # BPDA / EOT: naive and adaptive both run
+        assert f"defenses/{t}/pgd/Linf/eps=0.3/naive" in plan
+    assert "defenses/median-smoothing/pgd/Linf/eps=0.3" in plan
+    assert plan["defenses/randomized-smoothing/certify"].deps == (
+        "defenses/gaussian-augmentation/train",)
+    assert "defenses/pgd-at/train" in plan
+
+
+def test_backdoor_quick_preset_end_to_end(tmp_path, monkeypatch, capsys):
+    """The quick backdoor audit through the CLI: every mitigation measured with intervals,
+    Neural Cleanse on both models, the report rendered; a second run reads every stage back."""
+    monkeypatch.setenv("ADVKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CI", "true")
+    out = tmp_path / "out"
+    assert run(["audit", "--preset", "backdoor", "--quick", "--out", str(out)]) == 0
+    doc = json.loads((out / "report.json").read_text())
+    sc = {s["id"]: s for s in doc["scenarios"]}
+    bd = sc["poisoning/badnets/rate=0.1/measure"]["metrics"]
+    assert bd["attack_success"]["value"] > 0.9 and bd["clean_accuracy"]["value"] > 0.85
+    for m in ("neural_cleanse", "neural_cleanse-prune", "fine_pruning", "activation_clustering",
+              "spectral_signatures"):
+        acc = sc[f"poisoning/badnets/rate=0.1/mitigation={m}"]["metrics"]["clean_accuracy"]
+        assert acc["n"] == 359 and acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+    assert "false_alarm" in sc["poisoning/clean/mitigation=neural_cleanse"]["metrics"]
+    titles = {s["title"] for s in doc["sections"]}
+    assert {"Poisoning: Neural Cleanse on the clean model",
+            "Poisoning: Neural Cleanse on badnets model at rate 0.1"} <= titles
+    html = (out / "report.html").read_text()
+    # 10 reversed triggers and the attack's true one (one grid image; captions drawn in it)
+    assert 'alt="Poisoning: reversed triggers of badnets model at rate 0.1: 11 images"' in html
+    capsys.readouterr()
+    assert run(["audit", "--preset", "backdoor", "--quick", "--out", str(out)]) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert again["manifest"]["scenarios_run"] == 0
+    assert [s["metrics"] for s in again["scenarios"]] == [s["metrics"] for s in doc["scenarios"]]
+
+
+@pytest.mark.slow
+def test_evasion_defense_quick_preset_meets_the_transform_bars(tmp_path, monkeypatch):
+    """The adaptive attack (BPDA/EOT) is at least as strong as the naive one on every transform
+    and breaks all but bit-depth reduction; the certified-accuracy curve never rises."""
+    monkeypatch.setenv("ADVKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CI", "true")
+    out = tmp_path / "out"
+    assert run(["audit", "--preset", "evasion-defense", "--quick", "--out", str(out)]) == 0
+    doc = json.loads((out / "report.json").read_text())
+    sc = {s["id"]: s["metrics"] for s in doc["scenarios"]}
+    for name in ("jpeg", "median-smoothing", "bit-depth", "gaussian-noise"):
+        adaptive = sc[f"defenses/{name}/pgd/Linf/eps=0.3"]["robust_accuracy"]
+        naive = sc.get(f"defenses/{name}/pgd/Linf/eps=0.3/naive", {}).get("robust_accuracy",
+                                                                           adaptive)
+        assert adaptive["k"] <= naive["k"] + 1, name  # one point of slack for random starts
+        if name != "bit-depth":
+            assert adaptive["value"] <= 0.10, name
+    checks = {f["check"]: f for f in doc["findings"]}
+    assert checks["certified_curve_rises"]["passed"]

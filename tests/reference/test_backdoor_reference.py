@@ -3,7 +3,8 @@
 Wang et al. (2019) report that Neural Cleanse flags the BadNets target on MNIST and that
 unlearning with the reversed trigger removes the backdoor at a small cost. Here, per seed: a clean
 and a BadNets LeNet (3x3 white patch, bottom-right, target 0, 10 % poisoned) trained with the
-backdoor preset's CPU recipe (20,000 training images, 3 epochs, >= 98 % clean accuracy), Neural
+CPU setting of ``advkit.testing.backdoor_lab``
+(20,000 training images, 3 epochs, >= 98 % clean accuracy), Neural
 Cleanse (batch 16 per class, all 10 classes together) on 6,000 held-out clean training images, and
 unlearning of the flagged classes on the same images. Bars: class 0 flagged (index > 2) in >= 4 of
 5 seeds; no class flagged on the clean model in >= 4 of 5; where class 0 is flagged, unlearning
@@ -31,16 +32,16 @@ import pytest
 import torch
 
 from advkit.attacks.poisoning.badnets import BadNets
-from advkit.audit.presets import backdoor
 from advkit.data import load
 from advkit.defenses.detectors.fine_pruning import predict
 from advkit.defenses.detectors.neural_cleanse import NeuralCleanse
 from advkit.errors import AdvkitWarning
 from advkit.evaluation.metrics import backdoor_success_rate, clean_accuracy
+from advkit.testing import backdoor_lab
 
 pytestmark = pytest.mark.slow
 SEEDS = range(5)
-CFG = backdoor.FULL
+CFG = backdoor_lab.FULL
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +58,10 @@ def figures():
     out = []
     for seed in SEEDS:
         t0 = time.perf_counter()
-        x, y, xc, yc = backdoor._split(ds, CFG, seed)
+        x, y, xc, yc = backdoor_lab.split(ds, CFG, seed)
         p = attack.poison(x, y, rng=np.random.default_rng(seed))
-        clean, _, _ = backdoor._train(CFG, ds.info, x, y, seed, "clean", cache=False)
-        bd, _, _ = backdoor._train(CFG, ds.info, p.x, p.y, seed, "badnets", cache=False)
+        clean, _, _ = backdoor_lab.train(CFG, ds.info, x, y, seed, "clean", cache=False)
+        bd, _, _ = backdoor_lab.train(CFG, ds.info, p.x, p.y, seed, "badnets", cache=False)
         rec = {"seed": seed}
         for name, model in (("clean", clean), ("backdoored", bd)):
             acc, succ = measure(model)

@@ -112,14 +112,17 @@ def _fmt(p: Proportion | None) -> str:
 
 
 # -- sections ------------------------------------------------------------------------------------
-def _nc_sections(nc: dict, example) -> list[Section]:
+def nc_sections(nc: dict, example, *, model: str = "the model", where: str = "the dataset's "
+                "training split", title: str = "Backdoor") -> list[Section]:
+    """Neural Cleanse's per-class table and plot, and its reversed triggers (each class's, and
+    the flagged or smallest stamped on ``example[0]``), from its record (``nc_record``)."""
     k, lo_hi = nc["classes"], tuple(nc["bounds"])
     rows = [[c, nc["mask_norm"][c], nc["anomaly_index"][c], c in nc["flagged"], nc["reached"][c],
              nc["success"][c]] for c in range(k)]
     table = Section(
-        title="Backdoor: Neural Cleanse on the model",
+        title=f"{title}: Neural Cleanse on {model}",
         text=(f"Neural Cleanse (Wang et al. 2019) searched, on {nc['n_clean']} clean points of "
-              "the dataset's training split, the smallest trigger (mask L1 norm) that sends "
+              f"{where}, the smallest trigger (mask L1 norm) that sends "
               "inputs of other classes to each class. A backdoor target needs a far smaller one: "
               "a class is flagged when its norm is below the median and its MAD anomaly index "
               f"(|norm - median| / (1.4826 MAD)) exceeds {nc['threshold']:g}. "
@@ -144,7 +147,7 @@ def _nc_sections(nc: dict, example) -> list[Section]:
             m, p = np.asarray(nc["masks"][c]), np.asarray(nc["patterns"][c])
             imgs.append(Image(f"with class {c}'s reversed trigger", _img((1 - m) * x0 + m * p,
                                                                          lo_hi), "stamped"))
-    trig = Section(title="Backdoor: reversed triggers", images=imgs,
+    trig = Section(title=f"{title}: reversed triggers of {model}", images=imgs,
                    image_columns=min(k, 10),
                    text="Each class's reversed trigger (mask times pattern) and the flagged (or "
                         "smallest) one stamped on an evaluation point. A real backdoor's trigger "
@@ -332,7 +335,7 @@ def add_backdoor_sections(report: Report, records: list[dict], *, example, notes
     """Add the backdoor sections, findings and verdict to ``report`` (records only)."""
     nc = next((r for r in records if r["kind"] == "neural-cleanse"), None)
     if nc is not None:
-        report.sections.extend(_nc_sections(nc, example))
+        report.sections.extend(nc_sections(nc, example))
     for s in (_mitigation_section(records, notes), _sanitiser_section(records, data_file)):
         if s is not None:
             report.sections.append(s)

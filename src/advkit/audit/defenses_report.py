@@ -291,6 +291,23 @@ def _cost_finding(d: _Defense) -> Finding:
                    else "")
 
 
+def _curve_finding(d: _Defense) -> Finding:
+    """A certificate at radius r holds at every smaller radius, so certified accuracy cannot
+    rise with the radius: a curve that rises means the certificates are computed wrongly."""
+    from advkit.evaluation.metrics import is_nonincreasing
+
+    values = [p.value for _, p in d.curve]
+    ok = is_nonincreasing(values)
+    return Finding(check="certified_curve_rises", severity="info" if ok else "critical",
+                   metric="certified accuracy", value=values[0] if values else None,
+                   threshold=None, passed=ok, threat="defenses", threat_tag=_tag(d.name),
+                   scenario=f"defenses/{d.key}/certify",
+                   why=f"{d.key}: certified accuracy "
+                       + ("never rises with the L2 radius" if ok else
+                          "rises with the L2 radius somewhere: the certificates are inconsistent"),
+                   fix="" if ok else "report this as a bug in advkit's CERTIFY")
+
+
 # ---------------------------------------------------------------- the section
 
 def add_to(report: Report, records: list[dict], ctx) -> None:
@@ -306,6 +323,8 @@ def add_to(report: Report, records: list[dict], ctx) -> None:
             _hardening_finding(d) if d.kind == "output" else None)
         if f is not None:
             findings.append(f)
+        if d.kind == "certify" and d.curve:
+            findings.append(_curve_finding(d))
         findings.append(_cost_finding(d))
     for d in defs:
         report.scenarios.extend(_judge(d, ctx.spec.verdicts.evasion, findings))

@@ -11,6 +11,9 @@
       - {name: randomized-smoothing, params: {sigma: 0.25, n0: 100, n: 1000}, points: 100}
       - {name: pgd-at, params: {eps: 0.3, steps: 10}, epochs: 10, warmup_batches: 100}
       - {name: jpeg, label: jpeg-50, params: {quality: 50}}   # a second configuration
+      - {name: gaussian-augmentation, params: {sigma: 0.25}, epochs: 3}
+      - {name: randomized-smoothing, label: rs-noise, params: {sigma: 0.25},
+         base: gaussian-augmentation}      # certify the model that entry trained
 
 Each entry names a registered defense (``advkit list defense``) of one of four kinds:
 
@@ -20,10 +23,12 @@ Each entry names a registered defense (``advkit list defense``) of one of four k
   naively; ``eot_samples``: draws averaged per gradient for randomized transforms (default 10);
 - ``output`` (``output-rounding``, ``output-topk``, ``labels-only``): hardened answers;
 - ``certify`` (``randomized-smoothing``): CERTIFY of Cohen, Rosenfeld & Kolter (2019, ICML) on
-  the first ``points`` evaluated points (default all of them);
+  the first ``points`` evaluated points (default all of them), with the audited model as the
+  base classifier, or (``base: KEY``) the model a training entry of this section trained;
 - ``training`` (``pgd-at``, Madry et al. 2018, ICLR; ``fast-fgsm``, Wong, Rice & Kolter 2020,
-  ICLR): the model's recipe trained again with the defense (``epochs``: default the model's;
-  ``warmup_batches``: eps ramp). Only for a recipe (``model: {zoo: ...}``).
+  ICLR; ``gaussian-augmentation``, Cohen et al. 2019's base classifier): the model's recipe
+  trained again with the defense (``epochs``: default the model's; ``warmup_batches``: eps ramp
+  of the adversarial ones). Only for a recipe (``model: {zoo: ...}``).
 
 ``label`` names the entry's stages (default: the name). Every entry is built here with its
 parameters (``advkit.registry.create``), so a bad one fails before anything is loaded or trained.
@@ -40,9 +45,11 @@ from advkit.audit.spec_sections import _Strict
 from advkit.errors import AdvkitError, AuditSpecError, short
 
 KINDS = ("transform", "output", "certify", "training")
-TRAINING = ("pgd-at", "fast-fgsm")  # training defenses the cached trainer takes as batch hooks
-_FIELDS = {"eot_samples": "transform", "points": "certify", "epochs": "training",
-           "warmup_batches": "training"}
+# training defenses the cached trainer takes as batch hooks
+TRAINING = ("pgd-at", "fast-fgsm", "gaussian-augmentation")
+ADVERSARIAL = ("pgd-at", "fast-fgsm")  # ... of them, those that train on adversarial examples
+_FIELDS = {"eot_samples": "transform", "points": "certify", "base": "certify",
+           "epochs": "training", "warmup_batches": "training"}
 _NOT_HERE = {
     "trades": "TRADES changes the training loss, and the audit's cached trainer takes batch "
               "hooks only: use pgd-at or fast-fgsm here, or train with `advkit train --defense "
@@ -61,6 +68,7 @@ class DefenseEntry(_Strict):
     points: int | None = Field(default=None, ge=1)
     epochs: int | None = Field(default=None, ge=1, le=1000)
     warmup_batches: int | None = Field(default=None, ge=0)
+    base: str | None = Field(default=None, min_length=1, max_length=60)
 
     @property
     def key(self) -> str:
@@ -81,7 +89,18 @@ class DefensesSection(_Strict):
         if len(set(keys)) != len(keys):
             raise ValueError("two entries share a name: give each a distinct 'label' (it names "
                              "their stages)")
+        training = [d.key for d in self.defenses if d.kind == "training"]
+        for i, d in enumerate(self.defenses):
+            if d.base is not None and d.base not in training:
+                raise ValueError(f"[{i}].base: {d.base!r} names no training entry of this "
+                                 "section; the base classifier to certify is the model a "
+                                 "training entry trains (training entries here: "
+                                 f"{', '.join(training) or 'none'}), or remove base to certify "
+                                 "the audited model")
         return self
+
+    def entry(self, key: str) -> DefenseEntry:
+        return next(d for d in self.defenses if d.key == key)
 
     def of_kind(self, *kinds: str) -> list[DefenseEntry]:
         return [d for d in self.defenses if d.kind in kinds]
@@ -129,7 +148,7 @@ def _message(exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = ("unknown field (entries take name, params, label, eot_samples, points, "
-                   "epochs, warmup_batches; see advkit.audit.defenses_section)")
+                   "base, epochs, warmup_batches; see advkit.audit.defenses_section)")
         elif err["type"].endswith(("_type", "_parsing")):
             msg += f" (got {type(err['input']).__name__} {short(err['input'], 60)})"
         parts.append(f"{loc.lstrip('.') or '(the list)'}: {msg}")
@@ -172,6 +191,9 @@ def _check_entry(d: DefenseEntry, where: str) -> None:
                                  f"{d.name} is a {kind} defense: remove it")
     if kind == "training" and "bounds" in d.params:
         raise AuditSpecError(f"{where}.params.bounds: the data's bounds are used; remove it")
+    if d.warmup_batches is not None and d.name not in ADVERSARIAL:
+        raise AuditSpecError(f"{where}.warmup_batches: only adversarial training ramps eps "
+                             f"({', '.join(ADVERSARIAL)}); remove it")
     try:
         registry.create(d.name, **d.params)
         if kind == "training":
@@ -193,6 +215,9 @@ def training_hook(d: DefenseEntry, bounds, generator):
     from advkit import registry
     from advkit.defenses.training import adversarial_batch_hook
 
+    if d.name not in ADVERSARIAL:  # gaussian-augmentation: noise, no attack
+        defense = registry.create(d.name, **d.params)
+        return defense.batch_hook(generator), {"defense": d.name, "params": dict(d.params)}
     eps = registry.create(d.name, **d.params).eps
     params = {k: v for k, v in d.params.items() if k != "eps"}
     bounds = (float(bounds[0]), float(bounds[1]))

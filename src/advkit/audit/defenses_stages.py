@@ -89,7 +89,11 @@ def plan_stages(sec: DefensesSection, budgeted: list[Scenario], *, recipe: dict 
     for d in sec.defenses:
         base = f"defenses/{d.key}"
         if d.kind == "certify":
-            out.append(_stage(f"{base}/certify", "certify", d))
+            extra, deps = None, ()
+            if d.base is not None:  # the base classifier a training entry trains
+                extra = {"base": entry_dict(sec.entry(d.base))}
+                deps = (f"defenses/{d.base}/train",)
+            out.append(_stage(f"{base}/certify", "certify", d, extra=extra, deps=deps))
             continue
         training = d.kind == "training"
         first = f"{base}/train" if training else f"{base}/cost"
@@ -297,9 +301,11 @@ def _hardened(sc, ctx, d, deps) -> dict:
 def _certify(sc, ctx, d, deps) -> dict:
     rs = build(d)
     k = min(d.points or ctx.n, ctx.n)
-    cert = rs.certify(ctx.subject.target, ctx.x[:k], generator=ctx.generator(sc.id))
+    base = sc.params.get("base")
+    target = ctx.subject.target if base is None else _trained_target(entry_from(base), ctx)[0]
+    cert = rs.certify(target, ctx.x[:k], generator=ctx.generator(sc.id))
     return {"prediction": cert.prediction.tolist(), "radius": cert.radius.tolist(),
             "pA_lower": cert.pA_lower.tolist(), "queries": cert.queries, "seconds": cert.seconds,
             "sigma": rs.sigma, "n0": rs.n0, "n_samples": rs.n, "alpha": rs.alpha,
-            "max_radius": rs.max_radius(), "points": k,
+            "max_radius": rs.max_radius(), "points": k, "base": d.base,
             "input_dim": math.prod(ctx.x.shape[1:])}

@@ -112,7 +112,7 @@ def _training_table(defs) -> Table | None:
         if r is None:
             continue
         t = r["training"]
-        rows.append([d.key, t["defense"], t["eps"], t["params"] or "", r["recipe"]["zoo"],
+        rows.append([d.key, t["defense"], t.get("eps"), t["params"] or "", r["recipe"]["zoo"],
                      r["recipe"]["epochs"], r["train_seconds"], not r["trained_now"],
                      r["sha256"]])
     if not rows:
@@ -129,12 +129,15 @@ def _certify_table(cert) -> Table:
     for d in cert:
         r = next(r for r in d.records if r["stage"] == "certify")
         abstain = proportion(torch.tensor(r["prediction"]) == -1)
-        head = [d.key, r["sigma"], r["n_samples"], r["alpha"], r["points"], abstain, d.clean]
+        base = f"model of {r['base']}" if r.get("base") else "the audited model"
+        head = [d.key, base, r["sigma"], r["n_samples"], r["alpha"], r["points"], abstain,
+                d.clean]
         if not d.robust:
             rows.append(head + ["", None, None])
         for b in sorted(d.robust):
             rows.append(head + [_bt(b), l2_radius(b[0], b[1], r["input_dim"]), d.robust[b]])
-    return Table(columns=["defense", "sigma", "n", "alpha", "points", "abstain rate",
+    return Table(columns=["defense", "base classifier", "sigma", "n", "alpha", "points",
+                          "abstain rate",
                           "certified at r=0", "budget", "L2 radius", "certified accuracy"],
                  rows=rows, title="Randomized smoothing: certified accuracy (abstain = wrong)")
 

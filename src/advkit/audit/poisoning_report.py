@@ -11,8 +11,20 @@ most ``RESIDUAL`` at a clean-accuracy cost of at most ``MAX_DROP`` (against the 
 
 from __future__ import annotations
 
+import statistics
+
 from advkit import registry
-from advkit.audit.report import Finding, Plot, Report, ScenarioResult, Section, Series, Table, Verdict
+from advkit.audit.report import (
+    Finding,
+    Image,
+    Plot,
+    Report,
+    ScenarioResult,
+    Section,
+    Series,
+    Table,
+    Verdict,
+)
 from advkit.evaluation.metrics import Proportion
 
 IMPLANTED = 0.2
@@ -43,6 +55,15 @@ def _points(a: Proportion | None, b: Proportion | None) -> float | None:
     if a is None or b is None or not a.n or not b.n:
         return None
     return 100 * (a.value - b.value)
+
+
+def _key(rec: dict) -> str:
+    """A mitigation record's entry name (its label, else the mitigation's name)."""
+    return rec.get("mitigation_key") or rec["mitigation"]
+
+
+def _where(rec: dict) -> str:
+    return "the clean model" if rec["attack"] == "none" else f"{rec['label']} at rate {_rate(rec):g}"
 
 
 def _by_kind(records: list[dict]) -> tuple[dict, list[dict], list[dict], dict]:
@@ -83,10 +104,12 @@ def results(records: list[dict]) -> list[ScenarioResult]:
         if "recall" in d:
             metrics.update(precision=_prop(d["precision"]), recall=_prop(d["recall"]),
                            n_flagged=d["n_flagged"])
+        if "flagged_classes" in d and r["attack"] == "none":
+            metrics["false_alarm"] = bool(d["flagged_classes"])
         if "flagged_classes" in d:
             metrics.update(n_flagged=len(d["flagged_classes"]),
                            target_flagged=d["target_flagged"])
-        out.append(ScenarioResult(kind="poisoning", defense=r["mitigation"], metrics=metrics,
+        out.append(ScenarioResult(kind="poisoning", defense=_key(r), metrics=metrics,
                                   per_sample={k: v for k, v in d.items()
                                               if k in ("anomaly_index", "mask_norms")}, **common))
     return out
@@ -144,12 +167,39 @@ def _attack_findings(clean, measures) -> tuple[list[Finding], list[dict]]:
     return findings, figures
 
 
+def _false_alarm(r: dict) -> Finding:
+    """Neural Cleanse against the clean reference model: a flagged class is a false alarm."""
+    d = r["details"]
+    fp = d["flagged_classes"]
+    norms = [v for v in d["mask_norms"] if v is not None]
+    median = statistics.median(norms) if norms else float("nan")
+    # only a class with a smaller-than-median trigger can be flagged: its largest index
+    small = [i for i, n in zip(d["anomaly_index"], d["mask_norms"], strict=True)
+             if i is not None and n is not None and n < median]
+    top = max(small) if small else float("nan")
+    return Finding(
+        check="poisoning.neural_cleanse.false_alarm", severity="warning" if fp else "info",
+        metric="n_flagged", value=float(len(fp)), threshold=0.0, passed=not fp,
+        threat="poisoning", scenario=r["id"], threat_tag=_tag(r["mitigation"]),
+        why=(f"on the clean model (trained on unpoisoned data) Neural Cleanse flags class"
+             f"{'es' if len(fp) > 1 else ''} {', '.join(map(str, fp))}: a false alarm"
+             if fp else "on the clean model Neural Cleanse flags no class")
+            + f" (largest anomaly index of a class with a smaller-than-median trigger "
+              f"{top:.2f}, threshold {d['threshold']:g})",
+        fix="confirm a flagged class by stamping its reversed trigger on clean data and "
+            "checking the trigger looks like a patch, not a class feature" if fp else
+            "none needed")
+
+
 def _mitigation_findings(mitigations, measured) -> list[Finding]:
     out = []
     for r in mitigations:
         acc, succ = _prop(r["clean_accuracy"]), _prop(r["attack_success"])
         drop = _points(measured.get(_base(r)), acc) or 0.0
-        name, where = r["mitigation"], f"{r['label']} at rate {_rate(r):g}"
+        if r["attack"] == "none" and "flagged_classes" in r["details"]:
+            out.append(_false_alarm(r))
+            continue
+        name, where = _key(r), _where(r)
         removed = succ is None or succ.value <= RESIDUAL
         costly = drop > 100 * MAX_DROP
         out.append(Finding(
@@ -162,7 +212,8 @@ def _mitigation_findings(mitigations, measured) -> list[Finding]:
                  "targeted test points" if not removed else
                  f"{name} ({where}) " + (f"leaves {succ.value:.1%} attack success at "
                                           if succ is not None else "costs ")
-                 + f"{drop:.1f} points of clean accuracy against the poisoned model"),
+                 + f"{drop:.1f} points of clean accuracy against "
+                 + ("the same model before it" if r["attack"] == "none" else "the poisoned model")),
             fix="do not rely on this mitigation alone" if not removed else
                 ("tune it on held-out clean data" if costly else "none needed")))
     return out
@@ -233,37 +284,69 @@ def add_to(report: Report, records: list[dict]) -> None:
 def _recipe_text(recipe: dict | None) -> str:
     if not recipe:
         return "?"
+    sched = recipe["lr_schedule"]
+    if recipe.get("lr_milestones"):
+        sched += " x0.1 after epoch " + ", ".join(map(str, recipe["lr_milestones"]))
     return (f"{recipe['zoo']}, {recipe['epochs']} epochs, {recipe['optimizer']} lr "
-            f"{recipe['lr']:g} ({recipe['lr_schedule']}), batch {recipe['batch_size']}")
+            f"{recipe['lr']:g} ({sched}), batch {recipe['batch_size']}")
 
 
 def _mitigation_section(report: Report, mitigations, measured) -> None:
     rows, det_rows, nc_rows = [], [], []
     for r in mitigations:
         acc = _prop(r["clean_accuracy"])
-        rows.append([r["label"], _rate(r), r["mitigation"], acc,
+        rows.append([r["label"], _rate(r), _key(r), acc,
                      _points(measured.get(_base(r)), acc), _prop(r["attack_success"])])
         d = r["details"]
         if "recall" in d:
-            det_rows.append([r["label"], _rate(r), r["mitigation"], d["n_flagged"],
+            det_rows.append([r["label"], _rate(r), _key(r), d["n_flagged"],
                              _prop(d["precision"]), _prop(d["recall"]), d["poisoned_left"]])
         if "flagged_classes" in d:
             idx = d["anomaly_index"][r["target"]] if r["target"] is not None else None
-            nc_rows.append([r["label"], _rate(r), ", ".join(map(str, d["flagged_classes"]))
-                            or "none", d["target_flagged"], idx])
-    tables = [Table(columns=["attack", "rate", "mitigation", "clean accuracy",
-                             "clean-acc drop vs poisoned (points)", "attack success"], rows=rows)]
+            top = max((v for v in d["anomaly_index"] if v is not None), default=None)
+            nc_rows.append([r["label"], _rate(r), _key(r), ", ".join(
+                map(str, d["flagged_classes"])) or "none", d["target_flagged"], idx, top])
+    tables = [Table(columns=["model (attack)", "rate", "mitigation", "clean accuracy",
+                             "clean-acc drop vs before (points)", "attack success"], rows=rows)]
     if det_rows:
         tables.append(Table(title="Training-set detectors (then retrained without the flagged)",
                             columns=["attack", "rate", "detector", "flagged", "precision",
                                      "recall", "poisoned samples left"], rows=det_rows))
     if nc_rows:
         tables.append(Table(title="Neural Cleanse", columns=[
-            "attack", "rate", "flagged classes", "target flagged", "target's anomaly index"],
-            rows=nc_rows))
+            "model (attack)", "rate", "entry", "flagged classes", "target flagged",
+            "target's anomaly index", "largest anomaly index"], rows=nc_rows))
     notes = sorted({n for r in mitigations for n in r.get("notes", [])})
     report.sections.append(Section(
         title="Poisoning: mitigations",
-        text="Each mitigation against each poisoned model; the defender's clean data is the "
-             "held-out share of the training split. " + " ".join(notes), tables=tables))
+        text="Each mitigation against each poisoned model (and, where the spec asks, against "
+             "the clean reference model: there every flag is a false alarm and every lost point "
+             "of accuracy is pure cost); the defender's clean data is the held-out share of the "
+             "training split. The clean-accuracy drop is against the same model before the "
+             "mitigation. " + " ".join(notes), tables=tables))
+    report.sections.extend(_nc_model_sections(mitigations))
+
+
+def _nc_model_sections(mitigations) -> list[Section]:
+    """Neural Cleanse's per-class figures and reversed triggers for each model it searched
+    (entries sharing one search shown once), the true trigger beside the poisoned model's."""
+    from advkit.audit.backdoor_report import nc_sections
+
+    out, seen = [], set()
+    for r in mitigations:
+        nc = r["details"].get("neural_cleanse")
+        if nc is None or _base(r) in seen:
+            continue
+        seen.add(_base(r))
+        secs = nc_sections(nc, None, model=_where(r).replace("at rate", "model at rate")
+                           if r["attack"] != "none" else "the clean model",
+                           where="the defender's held-out clean data", title="Poisoning")
+        true = r["details"].get("true_trigger")
+        if true is not None:
+            from advkit.audit.backdoor_report import _img
+
+            secs[-1].images.insert(0, Image(f"the attack's trigger (class {r['target']})",
+                                            _img(true, tuple(nc["bounds"])), "true trigger"))
+        out += secs
+    return out
 

@@ -6,10 +6,13 @@ bombs) and validated with pydantic; every problem becomes one
 
     seed: 0
     dataset: digits                 # a built-in name, or {path: data.npz} / {path: d.csv, label_column: y}
+    # {name: mnist, n_train: 20000}: a random 20,000 of the training split (drawn from the seed)
     # tabular data: {path: d.csv, label_column: y, preprocessing: none,   # or minmax / standard
     #                features: {immutable: [age], integer: [children], one_hot: [[a, b, c]],
     #                           bounds: {income: [0, 1000000]}}}
-    model: {zoo: cnn-small, epochs: 30}   # or {path: model_dir_or_file, trust_pickle: false}
+    model: {zoo: cnn-small, epochs: 30}   # a recipe (also lr, batch_size, optimizer, weight_decay,
+                                          # lr_schedule: constant | cyclic | step + lr_milestones)
+                                          # or {path: model_dir_or_file, trust_pickle: false}
                                           # (allow_dangerous: true, with trust_pickle, also loads
                                           # a file the scan calls dangerous: never by default)
                                           # or {class: "my_net:Net", kwargs: {...},

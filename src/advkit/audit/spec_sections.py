@@ -32,6 +32,8 @@ class DatasetSpec(_Strict):
     # minmax or standard (training statistics), applied before the model; recorded in the report
     preprocessing: str | None = None
     features: FeaturesSpec | None = None
+    # train on a random subset of this many training samples (drawn from the spec's seed)
+    n_train: int | None = Field(default=None, ge=1)
 
     @field_validator("preprocessing")
     @classmethod
@@ -70,6 +72,7 @@ class RecipeOverrides(_Strict):
     lr_schedule: str | None = None
     optimizer: str | None = None
     weight_decay: float | None = Field(default=None, ge=0)
+    lr_milestones: list[int] | None = None  # lr_schedule step: epochs after which lr x 0.1
 
     @field_validator("lr_schedule", "optimizer")
     @classmethod
@@ -88,9 +91,10 @@ class ModelSpec(_Strict):
     lr: float = Field(default=1e-3, gt=0, le=1)
     batch_size: int = Field(default=64, ge=1)
     # the rest of a recipe (advkit.models.cache.Recipe); None: the trainer's defaults
-    lr_schedule: str | None = None  # constant | cyclic
+    lr_schedule: str | None = None  # constant | cyclic | step
     optimizer: str | None = None  # adam | sgd
     weight_decay: float | None = Field(default=None, ge=0)
+    lr_milestones: list[int] | None = None  # lr_schedule step: epochs after which lr x 0.1
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     _spec_dir: str | None = PrivateAttr(default=None)  # set by load_spec: the spec's folder
@@ -116,6 +120,14 @@ class ModelSpec(_Strict):
                 "allow_dangerous: true only works together with trust_pickle: true (it lets a "
                 "trusted file load even though its scan found dangerous imports)"
             )
+        if self.zoo is not None and (self.lr_schedule == "step" or self.lr_milestones):
+            from advkit.errors import AdvkitError
+            from advkit.models.cache import Recipe
+
+            try:  # milestones against epochs, now rather than at training time
+                Recipe.from_spec(self)
+            except AdvkitError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
 

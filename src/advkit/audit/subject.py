@@ -45,6 +45,15 @@ def load_subject(spec: AuditSpec, *, progress: bool | None = None) -> AuditSubje
     d = spec.dataset
     ds = load(d.name or d.path, label_column=d.label_column, preprocessing=d.preprocessing,
               features=d.features.model_dump() if d.features is not None else None)
+    if d.n_train is not None:
+        from advkit.data import subset_train
+        from advkit.errors import AuditSpecError
+
+        if d.n_train > ds.x_train.shape[0]:
+            raise AuditSpecError(f"dataset.n_train: {d.n_train} is more than the "
+                                 f"{ds.x_train.shape[0]} training samples of {ds.info.name!r}; "
+                                 "lower it or remove it (all of them are used by default)")
+        ds = subset_train(ds, d.n_train, seed=spec.seed)
     space = ds.info.feature_space  # tabular: attacks work in per-feature unit space
     check_budgets(make_plan(spec), ds.info if space is None else
                   dataclasses.replace(ds.info, bounds=(0.0, 1.0)))  # before any training

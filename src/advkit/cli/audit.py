@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 
@@ -114,36 +113,31 @@ def audit(
         spec = presets.preset_path(preset, quick=quick)  # a spec file: the generic runner below
     elif quick:
         raise AuditSpecError("--quick applies to presets only; pass --preset NAME --quick")
-    if preset is not None and spec is None:  # a lab not yet expressed as a spec
-        mod = importlib.import_module(f"advkit.audit.presets.{preset.replace('-', '_')}")
-        prepare_out_dir(out)
-        report = mod.run(seed=0 if seed is None else seed, quick=quick, progress=progress)
+    from advkit.audit.runner import run_audit
+    from advkit.audit.spec import default_spec, load_spec
+
+    if spec is None:
+        s = default_spec()
+        sha = s.sha256()
     else:
-        from advkit.audit.runner import run_audit
-        from advkit.audit.spec import default_spec, load_spec
+        s, sha = load_spec(spec)
+    if seed is not None:
+        s = s.model_copy(update={"seed": seed})
+    if trust_pickle:
+        s = s.model_copy(update={"model": s.model.model_copy(update={"trust_pickle": True})})
+    if allow_dangerous:
+        s = s.model_copy(update={"model": s.model.model_copy(update={"allow_dangerous": True})})
+    _warn_dangerous(s.model)
+    thresholds = {**s.fail_under, **thresholds}
+    s = s.model_copy(update={"fail_under": thresholds})
+    from advkit.audit.spec import check_gates
 
-        if spec is None:
-            s = default_spec()
-            sha = s.sha256()
-        else:
-            s, sha = load_spec(spec)
-        if seed is not None:
-            s = s.model_copy(update={"seed": seed})
-        if trust_pickle:
-            s = s.model_copy(update={"model": s.model.model_copy(update={"trust_pickle": True})})
-        if allow_dangerous:
-            s = s.model_copy(update={"model": s.model.model_copy(update={"allow_dangerous": True})})
-        _warn_dangerous(s.model)
-        thresholds = {**s.fail_under, **thresholds}
-        s = s.model_copy(update={"fail_under": thresholds})
-        from advkit.audit.spec import check_gates
-
-        check_gates(s, source="--fail-under/spec")  # before any work: a budget not in the plan
-        prepare_out_dir(out)  # before any work: an unusable --out fails now
-        report = run_audit(s, out_dir=out, spec_sha256=sha, progress=progress, resume=not fresh)
+    check_gates(s, source="--fail-under/spec")  # before any work: a budget not in the plan
+    prepare_out_dir(out)  # before any work: an unusable --out fails now
+    report = run_audit(s, out_dir=out, spec_sha256=sha, progress=progress, resume=not fresh)
     try:
         gate = evaluate_thresholds(report, thresholds)
-    except AuditSpecError:  # a preset's report that cannot answer a threshold: report, then exit 2
+    except AuditSpecError:  # a report that cannot answer a threshold: write it, then exit 2
         write_report(report, out)
         if junit is not None:
             write_junit(report, junit)

@@ -15,10 +15,11 @@ from advkit.data.datasets import (
     stratified_split,
 )
 from advkit.data.idx import read_idx
-from advkit.data.info import Dataset, DatasetInfo
+from advkit.data.info import Dataset, DatasetInfo, subset_train
 from advkit.errors import DataFileNotFoundError, DataFormatError, MissingSystemPackageError
 
 __all__ = [
+    "subset_train",
     "FILE_TYPES",
     "KNOWN_NAMES",
     "DataFileNotFoundError",

@@ -28,6 +28,9 @@ class DatasetInfo:
     # preprocessing applied before the model sees the data
     feature_space: FeatureSpace | None = None
     preprocessing: dict = field(default_factory=dict)
+    # a random subset of the training split (advkit.data.subset_train): its size, the size it
+    # was drawn from and the seed
+    train_subset: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -36,6 +39,7 @@ class DatasetInfo:
             "feature_names": list(self.feature_names), "feature_types": list(self.feature_types),
             "kind": self.kind, "source": self.source,
             **({"preprocessing": dict(self.preprocessing)} if self.preprocessing else {}),
+            **({"train_subset": dict(self.train_subset)} if self.train_subset else {}),
             **({"features": self.feature_space.as_dict()} if self.feature_space else {}),
         }
 
@@ -70,3 +74,18 @@ class Dataset:
             bounds = (bounds[0], bounds[0] + 1.0)
         return InputContract(shape=i.shape, n_classes=i.n_classes, bounds=bounds,
                              class_names=i.class_names or None, features=fs)
+
+
+def subset_train(ds: Dataset, n: int, *, seed: int) -> Dataset:
+    """``ds`` with a random ``n`` of its training samples (drawn from ``seed``, kept in their
+    original order; the test split unchanged), recorded in ``info.train_subset``. ``n`` at
+    least the training split's size returns ``ds`` itself."""
+    import dataclasses
+
+    total = int(ds.x_train.shape[0])
+    if n >= total:
+        return ds
+    idx = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n]
+    idx = idx.sort().values
+    info = dataclasses.replace(ds.info, train_subset={"n": int(n), "of": total, "seed": int(seed)})
+    return Dataset(ds.x_train[idx], ds.y_train[idx], ds.x_test, ds.y_test, info)

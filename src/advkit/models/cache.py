@@ -77,7 +77,8 @@ class Recipe:
 
     ``zoo``: a name of ``advkit.models.zoo.ZOO_NAMES``; ``kwargs``: its options (``mlp``:
     ``hidden``); ``epochs``, ``lr``, ``batch_size``, ``weight_decay``; ``lr_schedule``:
-    ``constant`` or ``cyclic``; ``optimizer``: ``adam`` or ``sgd`` (momentum 0.9).
+    ``constant``, ``cyclic`` or ``step`` (the rate times 0.1 after each epoch of
+    ``lr_milestones``); ``optimizer``: ``adam`` or ``sgd`` (momentum 0.9).
     """
 
     zoo: str
@@ -88,9 +89,10 @@ class Recipe:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)
+    lr_milestones: tuple[int, ...] = ()
 
     def __post_init__(self):
-        from advkit.models.train import LR_SCHEDULES, OPTIMIZERS
+        from advkit.models.train import LR_SCHEDULES, OPTIMIZERS, check_milestones
         from advkit.models.zoo import ZOO_NAMES
 
         check_choice("zoo", self.zoo, ZOO_NAMES)
@@ -104,6 +106,8 @@ class Recipe:
         check_range("weight_decay", self.weight_decay, lo=0.0)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        object.__setattr__(self, "lr_milestones",
+                           check_milestones(self.lr_schedule, self.lr_milestones, self.epochs))
         if not isinstance(self.kwargs, dict):
             raise InvalidParameterError("kwargs", self.kwargs, "a mapping of model options")
 
@@ -113,13 +117,17 @@ class Recipe:
         are ignored) for settings the section does not hold (e.g. ``lr_schedule``)."""
         base = {"zoo": model_spec.zoo, "epochs": model_spec.epochs, "lr": model_spec.lr,
                 "batch_size": model_spec.batch_size, "kwargs": dict(model_spec.kwargs)}
-        for name in ("lr_schedule", "optimizer", "weight_decay"):
+        for name in ("lr_schedule", "optimizer", "weight_decay", "lr_milestones"):
             if getattr(model_spec, name, None) is not None:  # once ModelSpec holds them
                 base[name] = getattr(model_spec, name)
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The recipe as plain data (``lr_milestones`` only when set, as a list, so recipes
+        without one keep the cache keys they had before it existed)."""
+        d = asdict(self)
+        ms = d.pop("lr_milestones")
+        return {**d, "lr_milestones": list(ms)} if ms else d
 
 
 def _data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -168,6 +176,7 @@ def train_recipe(
                   generator=gen, **kwargs)
     hist = train(model, x, y, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
                  weight_decay=recipe.weight_decay, lr_schedule=recipe.lr_schedule,
+                 lr_milestones=recipe.lr_milestones,
                  optimizer=recipe.optimizer, generator=gen, progress=progress,
                  batch_hook=batch_hook)
     history = {"loss": hist.loss, "accuracy": hist.accuracy}

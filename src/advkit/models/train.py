@@ -30,7 +30,8 @@ from advkit.errors import (
 )
 from advkit.targets.torch import module_device
 
-LR_SCHEDULES = ("constant", "cyclic")
+LR_SCHEDULES = ("constant", "cyclic", "step")
+LR_STEP_FACTOR = 0.1  # "step": the rate is multiplied by this after each milestone epoch
 # Adam (Kingma & Ba, ICLR 2015) or SGD with momentum 0.9 (Sutskever et al., ICML 2013)
 OPTIMIZERS = ("adam", "sgd")
 SGD_MOMENTUM = 0.9
@@ -102,11 +103,36 @@ def _check_labels(logits: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def schedule_lr(schedule: str, lr: float, progress: float) -> float:
-    """The learning rate at ``progress`` (0 to 1, the share of training done) under ``schedule``."""
-    if schedule == "constant":
+    """The learning rate at ``progress`` (0 to 1, the share of training done) under ``schedule``
+    (``constant`` or ``cyclic``; ``step`` changes per epoch: :func:`step_lr`)."""
+    if schedule in ("constant", "step"):
         return lr
     peak = CYCLIC_PEAK
     return lr * (progress / peak if progress <= peak else (1 - progress) / (1 - peak))
+
+
+def step_lr(lr: float, milestones, epoch: int) -> float:
+    """The ``step`` schedule's rate in ``epoch`` (from 1): ``lr`` times ``LR_STEP_FACTOR`` once
+    per milestone already passed (a milestone m: epochs after the m-th train at the lower rate)."""
+    return lr * LR_STEP_FACTOR ** sum(1 for m in milestones if epoch > m)
+
+
+def check_milestones(schedule: str, milestones, epochs: int) -> tuple[int, ...]:
+    """``milestones`` as a tuple: strictly increasing epochs in [1, epochs - 1], given exactly
+    when ``schedule`` is ``step``; InvalidParameterError otherwise."""
+    ms = tuple(milestones or ())
+    if schedule != "step":
+        if ms:
+            raise InvalidParameterError("lr_milestones", list(ms),
+                                        "empty unless lr_schedule is 'step'")
+        return ms
+    ok = (ms and all(isinstance(m, int) and not isinstance(m, bool) for m in ms)
+          and all(1 <= m < epochs for m in ms) and list(ms) == sorted(set(ms)))
+    if not ok:
+        raise InvalidParameterError(
+            "lr_milestones", list(ms), f"strictly increasing epochs in [1, {epochs - 1}] after "
+            f"which the rate is multiplied by {LR_STEP_FACTOR:g} (lr_schedule 'step'), e.g. [2]")
+    return ms
 
 
 def _use_progress(progress: bool | None) -> bool:
@@ -135,7 +161,8 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
           on_epoch: Callable[[int, TrainHistory], bool | None] | None = None,
           batch_hook: BatchHook | None = None,
           loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-          lr_schedule: str = "constant", optimizer: str = "adam") -> TrainHistory:
+          lr_schedule: str = "constant", optimizer: str = "adam",
+          lr_milestones=()) -> TrainHistory:
     """Train ``model`` in place with Adam on cross-entropy; return its :class:`TrainHistory`.
 
     Batches are drawn by ``torch.randperm(generator=generator)`` each epoch, so the same
@@ -147,7 +174,8 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
     ``loss_fn(model, xb, yb)`` replaces the cross-entropy (e.g. TRADES) and returns a scalar loss;
     the reported training accuracy then comes from one extra forward on the batch.
     ``lr_schedule``: ``"constant"`` (``lr`` throughout) or ``"cyclic"`` (0 → ``lr`` at 40 % → 0 over
-    the ``epochs``, per batch; see the module docstring); stopping early cuts the cycle short.
+    the ``epochs``, per batch; see the module docstring; stopping early cuts the cycle short) or
+    ``"step"`` (``lr`` times ``LR_STEP_FACTOR`` after each epoch of ``lr_milestones``).
     ``progress``: a rich progress bar on stderr if True, or if None and stderr is a terminal.
     ``optimizer``: ``"adam"`` (the default) or ``"sgd"`` (momentum ``SGD_MOMENTUM``).
     """
@@ -164,6 +192,7 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
                                     "a torch.Generator or None")
     check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
     check_choice("optimizer", optimizer, OPTIMIZERS)
+    milestones = check_milestones(lr_schedule, lr_milestones, epochs)
     x, y = _as_tensors(x, y)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -188,6 +217,9 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             model.train()
+            if lr_schedule == "step":
+                for group in opt.param_groups:
+                    group["lr"] = step_lr(float(lr), milestones, epoch)
             perm = torch.randperm(n, generator=generator, device=gen_dev).to(x.device)
             loss_sum = torch.zeros((), device=dev)
             correct = torch.zeros((), device=dev, dtype=torch.long)
@@ -204,7 +236,7 @@ def train(model: nn.Module, x, y, *, epochs: int = 10, batch_size: int = 64, lr:
                                 f"batch_hook returned {xb.shape[0]} inputs but {yb.shape[0]} labels"
                             )
                     model.train()
-                if lr_schedule != "constant":
+                if lr_schedule == "cyclic":
                     done = ((epoch - 1) * n_batches + b + 0.5) / (epochs * n_batches)
                     for group in opt.param_groups:
                         group["lr"] = schedule_lr(lr_schedule, float(lr), done)

@@ -89,6 +89,21 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return predict(model, x)
 
 
+def nc_record(nc, *, bounds, n_clean: int, notes: list[str]) -> dict:
+    """A fitted NeuralCleanse as plain data: per-class norms, anomaly indices, convergence and
+    the reversed masks and patterns (what its report section and its mitigations read)."""
+    return {"classes": int(nc.n_classes_), "threshold": float(nc.threshold),
+            "mask_norm": [_num(v) for v in nc.mask_norms_],
+            "anomaly_index": [_num(v) for v in nc.anomaly_index_],
+            "flagged": [int(c) for c in nc.flagged_],
+            "reached": [bool(v) for v in nc.reached_],
+            "success": [_num(v) for v in nc.success_],
+            "failed": [int(c) for c in nc.failed_], "epochs": nc.epochs_.tolist(),
+            "masks": nc.masks_.cpu().tolist(), "patterns": nc.patterns_.cpu().tolist(),
+            "bounds": [float(b) for b in bounds], "n_clean": int(n_clean),
+            "notes": list(notes), "search_seconds": nc.seconds_}
+
+
 def _triggers(nc_rec: dict | None) -> dict[int, object]:
     """The reversed triggers of the classes Neural Cleanse flagged, rebuilt from its record."""
     from advkit.attacks.poisoning.base import ImageTrigger
@@ -282,16 +297,7 @@ class BackdoorFamily(Family):
         target = ctx.subject.target
         nc, notes = _quiet(registry.create("neural_cleanse", **sc.params["params"]).fit,
                            target, st.clean_x, st.clean_y, generator=g)
-        rec = {"classes": int(nc.n_classes_), "threshold": float(nc.threshold),
-               "mask_norm": [_num(v) for v in nc.mask_norms_],
-               "anomaly_index": [_num(v) for v in nc.anomaly_index_],
-               "flagged": [int(c) for c in nc.flagged_],
-               "reached": [bool(v) for v in nc.reached_],
-               "success": [_num(v) for v in nc.success_],
-               "failed": [int(c) for c in nc.failed_], "epochs": nc.epochs_.tolist(),
-               "masks": nc.masks_.cpu().tolist(), "patterns": nc.patterns_.cpu().tolist(),
-               "bounds": list(target.contract.bounds), "n_clean": len(st.clean_y),
-               "notes": notes, "search_seconds": nc.seconds_}
+        rec = nc_record(nc, bounds=target.contract.bounds, n_clean=len(st.clean_y), notes=notes)
         rec["model"] = _evaluate(_model(ctx), ctx, st, _triggers(rec))
         return rec
 

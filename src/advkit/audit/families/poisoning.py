@@ -17,12 +17,17 @@ model trained with the same recipe on the same (unpoisoned) data is the referenc
       attacks:
         - {name: badnets, rates: [0.05, 0.1], params: {target: 0}}
         - {name: label_flip, rates: [0.1]}
-      mitigations: [fine_pruning, {name: spectral_signatures, params: {expected_rate: 0.15}}]
+      mitigations:
+        - fine_pruning
+        - {name: spectral_signatures, params: {expected_rate: 0.15}}
+        - {name: neural_cleanse, on_clean: true}             # also on the clean model
+        - {name: neural_cleanse, label: nc-prune, repair: prune}
       training: {lr_schedule: cyclic, optimizer: adam}   # recipe settings the model section lacks
       defender_share: 0.1   # share of the training split held out as the defender's clean data
 
 Stages (stable ids): ``poisoning/clean/train`` and ``/measure``; per attack and rate
-``poisoning/LABEL/rate=R/train``, ``.../measure`` and ``.../mitigation=NAME``. Every stage draws
+``poisoning/LABEL/rate=R/train``, ``.../measure`` and ``.../mitigation=KEY`` (``on_clean``:
+``poisoning/clean/mitigation=KEY``). Every stage draws
 its randomness from its own id (the poison from its train stage's id), and trained models are
 cached by a hash of data, recipe and seed, so a resumed audit equals an uninterrupted one.
 """
@@ -41,6 +46,7 @@ from advkit.errors import AdvkitError, AuditSpecError, short
 from advkit.threat_tags import BACKDOOR_POISONING
 
 MITIGATIONS = ("fine_pruning", "neural_cleanse", "activation_clustering", "spectral_signatures")
+REPAIRS = ("unlearn", "prune")  # what Neural Cleanse does with the triggers it flags
 IMAGE_ONLY = ("badnets", "blended")  # attacks (and Neural Cleanse) that stamp image triggers
 
 
@@ -75,8 +81,31 @@ class PoisonAttackSpec(_Strict):
 
 
 class MitigationSpec(_Strict):
+    """One mitigation: a name of ``MITIGATIONS`` and its parameters. ``repair`` (Neural Cleanse
+    only): ``unlearn`` (the default) or ``prune`` the flagged classes' triggers; ``on_clean``:
+    also run it against the clean reference model (its false alarms and its cost when there is
+    nothing to remove); ``label`` names its stages (default: the name)."""
+
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = Field(default=None, min_length=1, max_length=60,
+                              pattern=r"^[A-Za-z0-9_.-]+$")
+    repair: str | None = None
+    on_clean: bool = False
+
+    @model_validator(mode="after")
+    def _repair(self):
+        if self.repair is not None:
+            if self.name != "neural_cleanse":
+                raise ValueError("repair applies to neural_cleanse only (unlearn or prune its "
+                                 "flagged classes' triggers); remove it")
+            if self.repair not in REPAIRS:
+                raise ValueError(f"repair must be one of {', '.join(REPAIRS)}")
+        return self
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
 
 
 class PoisoningSpec(_Strict):
@@ -98,9 +127,10 @@ class PoisoningSpec(_Strict):
                              "their stages)")
         if "clean" in keys:
             raise ValueError("'clean' names the clean reference model; choose another label")
-        names = [m.name for m in self.mitigations]
+        names = [m.key for m in self.mitigations]
         if len(set(names)) != len(names):
-            raise ValueError("a mitigation is named twice; list each once")
+            raise ValueError("a mitigation is named twice: give each entry a distinct 'label' "
+                             "(it names their stages)")
         return self
 
 
@@ -160,6 +190,13 @@ def recipe_for(spec, sec: PoisoningSpec, source: str = "poisoning"):
         raise AuditSpecError(f"{source}: the model recipe: {exc}") from None
 
 
+def _mitigation(m: MitigationSpec) -> dict:
+    """A mitigation stage's parameters (``repair`` only where given, so stage keys of entries
+    without one are those they had before it existed)."""
+    out = {"mitigation": m.name, "mitigation_params": dict(m.params), "mitigation_key": m.key}
+    return {**out, "repair": m.repair} if m.repair is not None else out
+
+
 @family
 class PoisoningFamily(Family):
     """Training-data poisoning (AML.T0020) and backdoors planted through it (AML.T0018)."""
@@ -188,6 +225,11 @@ class PoisoningFamily(Family):
         out = [self._stage("poisoning/clean/train", "train", "none", common),
                self._stage("poisoning/clean/measure", "measure", "none",
                            {**common, "triggers": backdoors}, deps=("poisoning/clean/train",))]
+        for m in sec.mitigations:
+            if m.on_clean:
+                out.append(self._stage(f"poisoning/clean/mitigation={m.key}", "mitigation",
+                                       "none", {**common, **_mitigation(m)},
+                                       deps=("poisoning/clean/train",)))
         for a in sec.attacks:
             for r in a.rates:
                 base = f"poisoning/{a.key}/rate={r:g}"
@@ -196,9 +238,8 @@ class PoisoningFamily(Family):
                 out.append(self._stage(train, "train", a.name, p))
                 out.append(self._stage(f"{base}/measure", "measure", a.name, p, deps=(train,)))
                 for m in sec.mitigations:
-                    out.append(self._stage(f"{base}/mitigation={m.name}", "mitigation", a.name,
-                                           {**p, "mitigation": m.name,
-                                            "mitigation_params": dict(m.params)}, deps=(train,)))
+                    out.append(self._stage(f"{base}/mitigation={m.key}", "mitigation", a.name,
+                                           {**p, **_mitigation(m)}, deps=(train,)))
         return out
 
     def _stage(self, sid, kind, attack, params, deps=()) -> Scenario:

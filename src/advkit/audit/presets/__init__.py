@@ -2,8 +2,7 @@
 
 A preset is an audit spec shipped in this folder as ``NAME.yaml`` (its ``title`` and first comment
 line describe it; ``NAME.quick.yaml``, when present, is its small, fast version for ``--quick``),
-run by the same runner as any spec, so every CLI flag works with it. The labs not yet expressed as
-specs (``LEGACY``) are modules that expose ``run(*, seed, quick, progress) -> Report``.
+run by the same runner as any spec, so every CLI flag works with it.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from pathlib import Path
 from advkit.errors import AuditSpecError
 
 FOLDER = Path(__file__).parent
-LEGACY = ("backdoor", "evasion-defense")
 
 
 def spec_presets() -> dict[str, Path]:
@@ -23,16 +21,14 @@ def spec_presets() -> dict[str, Path]:
 
 
 def names() -> list[str]:
-    return sorted(set(spec_presets()) | set(LEGACY))
+    return sorted(spec_presets())
 
 
-def preset_path(name: str, *, quick: bool = False) -> Path | None:
-    """The spec file of the preset ``name`` (None for a legacy lab); AuditSpecError when there is
-    no such preset or no quick version of it."""
+def preset_path(name: str, *, quick: bool = False) -> Path:
+    """The spec file of the preset ``name``; AuditSpecError when there is no such preset or no
+    quick version of it."""
     specs = spec_presets()
     if name not in specs:
-        if name in LEGACY:
-            return None
         raise AuditSpecError(f"unknown preset {name!r}; presets: {', '.join(names())} "
                              "(advkit audit --preset list describes each)")
     if not quick:
@@ -44,10 +40,8 @@ def preset_path(name: str, *, quick: bool = False) -> Path | None:
 
 
 def describe(name: str) -> str:
-    """One line about the preset: the first comment line of its spec file, else its kind."""
-    path = spec_presets().get(name)
-    if path is None:
-        return "built-in lab (a Python pipeline; --quick for a small version)"
+    """One line about the preset: the first comment line of its spec file."""
+    path = spec_presets()[name]
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
             return line.lstrip("# ").strip()
