@@ -160,7 +160,12 @@ def test_spec_errors_exit_2_naming_the_field(folder, tmp_path, capsys, extra, ma
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-def test_bad_neural_cleanse_parameter_and_missing_training_data(folder, tmp_path, capsys):
+def test_bad_neural_cleanse_parameter_and_missing_training_data(folder, tmp_path, capsys,
+                                                                monkeypatch):
+    from advkit.audit import runner
+
+    # both are spec errors: found when the spec is read, before the model is loaded
+    monkeypatch.setattr(runner, "load_subject", lambda *a, **k: pytest.fail("model loaded"))
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC.format(model=folder / "backdoored" / "model", extra="")
                     .replace("epochs: 15", "epochs: 0"))

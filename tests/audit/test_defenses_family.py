@@ -68,6 +68,9 @@ def test_each_defense_runs_the_evasion_scenarios_and_the_report_compares(tmp_pat
     assert run(["audit", str(spec_path), "--out", str(out)]) == 0
     doc = json.loads((out / "report.json").read_text())
     sc = {s["id"]: s for s in doc["scenarios"]}
+    # every finding (evasion validity checks included) carries a threat tag
+    untagged = [f["check"] for f in doc["findings"] if not f["threat_tag"]]
+    assert not untagged
     # the undefended scenario (evasion family) and the same scenario against each defense
     assert "pgd/Linf/eps=0.1" in sc
     for key in ("jpeg", "median-smoothing", "output-rounding", "fast-fgsm"):

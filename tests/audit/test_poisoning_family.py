@@ -96,6 +96,8 @@ def test_poisoning_audit_measures_each_attack_and_mitigation(tmp_path):
             "poisoning.mitigation.spectral_signatures"} <= checks
     titles = [s["title"] for s in doc["sections"]]
     assert "Poisoning: attacks" in titles and "Poisoning: mitigations" in titles
+    # every finding carries a threat tag: its own (the attack's, the defense's) or its family's
+    assert all(f["threat_tag"] and f["threat_tag"]["atlas_id"] for f in doc["findings"])
 
 
 def _test_labels(rep):

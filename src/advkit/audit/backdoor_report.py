@@ -149,8 +149,10 @@ def nc_sections(nc: dict, example, *, model: str = "the model", where: str = "th
                                                                          lo_hi), "stamped"))
     trig = Section(title=f"{title}: reversed triggers of {model}", images=imgs,
                    image_columns=min(k, 10),
-                   text="Each class's reversed trigger (mask times pattern) and the flagged (or "
-                        "smallest) one stamped on an evaluation point. A real backdoor's trigger "
+                   text="Each class's reversed trigger (mask times pattern)"
+                        + (" and the flagged (or smallest) one stamped on an evaluation point"
+                           if example is not None and len(example) else "")
+                        + ". A real backdoor's trigger "
                         "shows as a small, compact patch; the other classes' masks are large and "
                         "diffuse.")
     return [table, trig]

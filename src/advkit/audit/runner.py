@@ -157,9 +157,14 @@ def _build_report(spec, ctx: AuditContext, plans, records, *, spec_sha256, start
         scenarios=scenarios,
     )
     for f, recs in per_family:
-        first = len(report.verdicts)
+        first, first_finding = len(report.verdicts), len(report.findings)
         f.report(report, recs, ctx)
+        if f.threat is None:
+            continue
         for v in report.verdicts[first:]:  # the threat × verdict matrix reads these tags
-            if v.tag is None and f.threat is not None:
+            if v.tag is None:
                 v.tag = f.threat.to_dict()
+        for finding in report.findings[first_finding:]:  # a finding without its own: the family's
+            if finding.threat_tag is None:
+                finding.threat_tag = f.threat
     return report

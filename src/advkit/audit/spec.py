@@ -356,4 +356,8 @@ def load_spec(path: str | Path) -> tuple[AuditSpec, str]:
         model = model.model_copy(update={"weights": str(p.parent / model.weights)})
     model._spec_dir = str(p.parent.resolve())
     spec = spec.model_copy(update={"model": model})
+    from advkit.audit.families.base import get
+
+    spec._families = {name: get(name).with_spec_dir(sec, p.parent.resolve(), source=str(p))
+                      for name, sec in spec._families.items()}
     return spec, hashlib.sha256(raw).hexdigest()

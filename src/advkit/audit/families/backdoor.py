@@ -164,6 +164,22 @@ class BackdoorFamily(Family):
     def parse(self, data, *, source: str):
         return parse_section(data, source=source)
 
+    def with_spec_dir(self, section, spec_dir, *, source: str):
+        """``training_data.path`` relative to the spec file, and the file there, now."""
+        from advkit.audit.backdoor_section import resolve
+        from advkit.paths import is_file
+
+        td = section.training_data
+        if td is None:
+            return section
+        path = resolve(td.path, spec_dir)
+        if not is_file(path, "backdoor.training_data.path"):
+            raise AuditSpecError(f"{source}: backdoor.training_data.path: {str(path)!r} does not "
+                                 "exist; give the .npz of the model's training data (relative "
+                                 "paths are read from the spec's folder)")
+        return section.model_copy(update={"training_data": td.model_copy(
+            update={"path": str(path)})})
+
     # -- the plan ----------------------------------------------------------------------------
     def plan(self, spec) -> list[Scenario]:
         s = self.section(spec)

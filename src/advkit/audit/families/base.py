@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -71,6 +72,12 @@ class Family:
         """Validate this family's raw spec section; AuditSpecError naming the field otherwise.
         The default accepts nothing: a family with a section overrides it."""
         raise AuditSpecError(f"{source}: the {self.name} section takes no settings")
+
+    def with_spec_dir(self, section: Any, spec_dir: Path, *, source: str) -> Any:
+        """The parsed section once the spec file's folder is known (``load_spec``): relative
+        paths resolved against it and the files they name checked now, before any data is
+        loaded or model trained. The default has no paths."""
+        return section
 
     # -- the plan ----------------------------------------------------------------------------
     def plan(self, spec) -> list[Scenario]:
