@@ -1,0 +1,45 @@
+"""LOSS / confidence threshold membership inference.
+
+Yeom, Giacomelli, Fredrikson & Jha (2018), "Privacy Risk in Machine Learning: Analyzing the
+Connection to Overfitting", IEEE CSF. A point is called a member when the model's loss on it is
+below a threshold: training points have lower loss than unseen ones in proportion to overfitting.
+The score is ``-loss = log p_y`` (``score="loss"``) or the true-class confidence ``p_y``
+(``score="confidence"``); the two rank points identically (same ROC), and the second is what a
+confidence-threshold attacker reads off an API. Scores are threshold-free: the metrics in
+``advkit.evaluation.privacy`` sweep or fix the threshold (Yeom's own threshold, the expected
+training loss, is one point of that sweep).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from advkit.attacks.privacy.common import check_probs, query, true_class_logprob
+from advkit.params import check_params, param
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossThreshold:
+    """Yeom et al. (2018) loss threshold attack; higher score = more likely a member."""
+
+    score: str = param("loss", str, choices=("loss", "confidence"),
+                       doc="'loss': -cross-entropy; 'confidence': p of the true class")
+
+    def __post_init__(self):
+        check_params(self)
+
+    def scores_from_probabilities(self, p, y) -> torch.Tensor:
+        p, y = check_probs(p, y)
+        return self._score(p, y)
+
+    def scores(self, target, x, y) -> torch.Tensor:
+        """Scores of ``(x, y)`` against ``target``: an advkit Target (``probabilities``) or any
+        callable ``x -> (N, K)`` probabilities, so a score-only remote model works."""
+        p, y = query(target, x, y)
+        return self._score(p, y)
+
+    def _score(self, p, y):
+        lp = true_class_logprob(p, y)
+        return lp if self.score == "loss" else lp.exp()
