@@ -6,8 +6,14 @@ import torch
 
 from advkit.errors import InvalidParameterError
 from advkit.evaluation.privacy import (
-    clopper_pearson, epsilon_lower_bound, membership_advantage, membership_metrics, roc_auc,
-    roc_curve, tpr_at_fpr)
+    clopper_pearson,
+    epsilon_lower_bound,
+    membership_advantage,
+    membership_metrics,
+    roc_auc,
+    roc_curve,
+    tpr_at_fpr,
+)
 
 
 def test_perfect_separation():

@@ -8,10 +8,11 @@ is ``>= t``. Thresholds run over every distinct score (and +inf, which calls nob
   random non-member, ties counting one half.
 - TPR at a fixed FPR (0.1 %, 1 %; Carlini et al. 2022, "Membership Inference Attacks From First
   Principles", IEEE S&P): the threshold is fixed on the non-members alone (the lowest
-  non-member score whose empirical FPR is at most the target; member scores never move it), and the TPR at that threshold is a binomial count on
-  the members, reported with a two-sided **Clopper-Pearson** (exact) interval (Clopper & Pearson
-  1934, Biometrika 26:404-413). With fewer than ``1/fpr`` non-members the target FPR is not
-  resolvable: the threshold then admits no false positive at all and ``resolvable`` is False.
+  non-member score whose empirical FPR is at most the target; member scores never move it), and
+  the TPR at that threshold is a binomial count on the members, reported with a two-sided
+  **Clopper-Pearson** (exact) interval (Clopper & Pearson 1934, Biometrika 26:404-413). With
+  fewer than ``1/fpr`` non-members the target FPR is not resolvable: the threshold then admits
+  no false positive at all and ``resolvable`` is False.
 - Membership advantage ``max_t (TPR - FPR)`` (Yeom et al. 2018, CSF).
 - The empirical ε lower bound of Jagielski, Ullman & Oprea (2020), "Auditing Differentially
   Private Machine Learning: How Private is Private SGD?", NeurIPS. (ε, δ)-DP forces, for every

@@ -157,7 +157,7 @@ class ShadowTrainer:
             grads = torch.autograd.grad(loss, list(params.values()))
             steps += active.to(steps.dtype)
             with torch.no_grad():
-                for (name, p), g in zip(params.items(), grads):
+                for (name, p), g in zip(params.items(), grads, strict=True):
                     shape = (-1,) + (1,) * (p.ndim - 1)
                     act = active.view(shape)
                     if self.weight_decay:
