@@ -144,7 +144,7 @@ class ShadowTrainer:
         f = vmap(_forward_fn(base), in_dims=(0, 0, None))
         state = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in params.items()}
         steps = torch.zeros(self.n_models, dtype=torch.float64, device=x.device)
-        b1, b2, eps = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults
+        b1, b2 = 0.9, 0.999  # torch.optim.Adam's defaults
         for idx in self._batches(perms):
             w = masks[:, idx].to(x.dtype)  # (M, B)
             count = w.sum(1)
@@ -156,18 +156,36 @@ class ShadowTrainer:
             loss = ((ce * w).sum(1) / count.clamp_min(1)).sum()
             grads = torch.autograd.grad(loss, list(params.values()))
             steps += active.to(steps.dtype)
+            every = bool(active.all())
+            same = every and bool((steps == steps[0]).all())
             with torch.no_grad():
-                for (name, p), g in zip(params.items(), grads, strict=True):
-                    shape = (-1,) + (1,) * (p.ndim - 1)
-                    act = active.view(shape)
-                    if self.weight_decay:
-                        g = g + self.weight_decay * p
-                    m1, v2 = state[name]
-                    m1.copy_(torch.where(act, b1 * m1 + (1 - b1) * g, m1))
-                    v2.copy_(torch.where(act, b2 * v2 + (1 - b2) * g * g, v2))
-                    t = steps.clamp_min(1).view(shape)
-                    bc1 = (1 - b1 ** t).to(p.dtype)
-                    bc2 = (1 - b2 ** t).to(p.dtype)
-                    upd = (self.lr / bc1) * m1 / (v2.sqrt() / bc2.sqrt() + eps)
-                    p.sub_(torch.where(act, upd, torch.zeros_like(upd)))
+                if same:  # the usual case: every model steps, one step count (scalar Adam)
+                    t = float(steps[0])
+                    self._adam(params, grads, state, (1 - b1 ** t), (1 - b2 ** t) ** 0.5, None)
+                    continue
+                shape_t = steps.clamp_min(1)
+                self._adam(params, grads, state, 1 - b1 ** shape_t, (1 - b2 ** shape_t).sqrt(),
+                           active)
         return ({k: v.detach() for k, v in params.items()}, buffers)
+
+    def _adam(self, params, grads, state, bc1, bc2_sqrt, active):
+        """One Adam step (torch.optim.Adam's rule) on stacked parameters; ``bc1``/``bc2_sqrt``
+        are scalars, or per-model (M,) tensors with ``active`` (M,) masking the models that step."""
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        for (name, p), g in zip(params.items(), grads, strict=True):
+            if self.weight_decay:
+                g = g + self.weight_decay * p
+            m1, v2 = state[name]
+            if active is None:
+                m1.mul_(b1).add_(g, alpha=1 - b1)
+                v2.mul_(b2).addcmul_(g, g, value=1 - b2)
+                p.addcdiv_(m1, v2.sqrt().div_(bc2_sqrt).add_(eps), value=-self.lr / bc1)
+                continue
+            shape = (-1,) + (1,) * (p.ndim - 1)
+            act = active.view(shape)
+            m1.copy_(torch.where(act, b1 * m1 + (1 - b1) * g, m1))
+            v2.copy_(torch.where(act, b2 * v2 + (1 - b2) * g * g, v2))
+            c1 = bc1.to(p.dtype).view(shape)
+            c2 = bc2_sqrt.to(p.dtype).view(shape)
+            upd = (self.lr / c1) * m1 / (v2.sqrt() / c2 + eps)
+            p.sub_(torch.where(act, upd, torch.zeros_like(upd)))
