@@ -7,6 +7,12 @@ largest logit difference and the LiRA online AUC of model 0 against the others, 
 reports the median wall time of each path over interleaved repeats, and their ratio.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/shadow_models.py [--repeats 3]
+
+``--attacks T`` then compares the attacks on these overfit MLPs (100 % train accuracy): models
+0..T-1 are each the target in turn, the other ``--models - 1`` its shadow/reference models
+(leave-one-out, Carlini et al. 2022), population points for RMIA are digits test points; members
+and non-members of the T targets are pooled, and AUC, TPR at 0.1 % and 1 % FPR (Clopper-Pearson
+95 %) and the ε lower bound are printed per attack.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ import time
 
 import torch
 
+from advkit.attacks.privacy.entropy import ModifiedEntropy
 from advkit.attacks.privacy.lira import LiRA
+from advkit.attacks.privacy.loss_threshold import LossThreshold
+from advkit.attacks.privacy.rmia import RMIA
 from advkit.attacks.privacy.shadow import ShadowTrainer
 from advkit.data import load
 from advkit.evaluation.privacy import membership_metrics
@@ -34,6 +43,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attacks", type=int, default=0, metavar="T",
+                    help="also compare the attacks, each of models 0..T-1 the target in turn")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     d = load("digits")
@@ -70,9 +81,45 @@ def main() -> None:
         print(f"{k:11s} median {med[k]:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in times[k])})"
               f"  LiRA online AUC of model 0: {aucs[k]:.4f}")
     print(f"ratio one-by-one / together: {out['ratio']:.2f}x; max |logit difference| {diff:.2e}")
+    if a.attacks:
+        out["attacks"] = compare_attacks(last["together"], x, y, d.x_test, d.y_test, a.attacks)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
+
+
+def compare_attacks(s, x, y, z, yz, n_targets: int) -> dict:
+    pooled: dict[str, tuple[list, list]] = {}
+    accs = []
+    for t in range(n_targets):
+        net, mem = s.model(t), s.masks[t]
+        with torch.no_grad():
+            pred = net(x).argmax(1)
+        accs.append(((pred == y)[mem].float().mean().item(), (pred == y)[~mem].float().mean().item()))
+
+        def f(v, net=net):
+            return torch.softmax(net(v), 1)
+
+        sc = {"loss": LossThreshold().scores(f, x, y), "modified-entropy":
+              ModifiedEntropy().scores(f, x, y)}
+        sc.update({f"lira-{k}": v for k, v in LiRA().scores(f, x, y, s, exclude=t).scores.items()})
+        sc.update({f"rmia-{k}": v for k, v in RMIA().scores(f, x, y, s, z, yz, exclude=t).items()})
+        for k, v in sc.items():
+            pooled.setdefault(k, ([], []))[0].append(v[mem])
+            pooled[k][1].append(v[~mem])
+    print(f"targets 0..{n_targets - 1}: train accuracy "
+          f"{min(a for a, _ in accs):.3f}-{max(a for a, _ in accs):.3f}, "
+          f"held-out accuracy {min(b for _, b in accs):.3f}-{max(b for _, b in accs):.3f}")
+    res = {}
+    for k, (m, n) in pooled.items():
+        r = membership_metrics(torch.cat(m), torch.cat(n), label=k)
+        res[k] = r.to_dict()
+        t1, t01 = r.tpr_at[0.01], r.tpr_at[0.001]
+        print(f"{k:32s} AUC {r.auc:.3f}  TPR@1% {t1.tpr:.3f} [{t1.ci_low:.3f}, {t1.ci_high:.3f}]"
+              f"  TPR@0.1% {t01.tpr:.3f} [{t01.ci_low:.3f}, {t01.ci_high:.3f}]"
+              f"  adv {r.advantage:.3f}  eps_LB {r.epsilon.epsilon:.2f}"
+              f"  (n {r.n_members}/{r.n_nonmembers})")
+    return {"accuracy_train_heldout": accs, "metrics": res}
 
 
 if __name__ == "__main__":
