@@ -22,7 +22,11 @@ is ``>= t``. Thresholds run over every distinct score (and +inf, which calls nob
       ε_LB = max over t of max(log((1 - δ - FPR_hi) / FNR_hi), log((1 - δ - FNR_hi) / FPR_hi))
 
   floored at 0; it holds with the stated confidence for each threshold (the paper's
-  convention; the max over thresholds is not corrected for multiple comparisons).
+  convention; the max over thresholds is not corrected for multiple comparisons). The paper's
+  game inserts one canary into many training runs; on population-level scores (many different
+  examples, each in or out) the same number is a heuristic, not a certified audit, and a
+  threshold below every member may bound ε through the second inequality alone (members never
+  misclassified, some non-members misclassified).
 """
 
 from __future__ import annotations
