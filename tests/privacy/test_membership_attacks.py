@@ -133,3 +133,17 @@ def test_vectorized_equals_one_by_one(pool):
     for k in mv:
         assert abs(mv[k].auc - ms[k].auc) < 1e-3, k
         assert abs(mv[k].tpr_at[0.01].tpr - ms[k].tpr_at[0.01].tpr) < 0.02, k
+
+
+def test_shadow_trainer_bad_inputs(pool):
+    x, y = pool
+    g = torch.Generator().manual_seed(0)
+    tr = ShadowTrainer(n_models=2, epochs=1)
+    with pytest.raises(InvalidParameterError, match="class indices"):
+        tr.train(_mlp, x[:10], y[:10] + 10, generator=g)
+    with pytest.raises(InvalidParameterError, match="batch norm"):
+        tr.train(lambda g: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10),
+                                               torch.nn.BatchNorm1d(10)), x[:10], y[:10],
+                 generator=g)
+    with pytest.raises(InvalidParameterError, match="generator"):
+        tr.train(_mlp, x[:10], y[:10], generator=None)

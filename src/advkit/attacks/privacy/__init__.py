@@ -1,1 +1,7 @@
-"""Privacy attacks (membership inference, inversion, extraction), one module per algorithm."""
+"""Privacy attacks (membership inference, inversion, extraction), one module per algorithm.
+
+Membership inference: ``loss_threshold`` (Yeom et al. 2018), ``entropy`` (modified entropy, Song &
+Mittal 2021), ``lira`` (Carlini et al. 2022), ``rmia`` (Zarifzadeh et al. 2024); ``shadow`` trains
+their shadow/reference models (together in one vmap pass, or one by one) and ``common`` reads a
+Target's or a callable's probabilities. Their metrics live in ``advkit.evaluation.privacy``.
+"""

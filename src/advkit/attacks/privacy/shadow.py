@@ -36,6 +36,8 @@ from torch.func import functional_call, stack_module_state, vmap
 from advkit.errors import InvalidParameterError
 from advkit.params import check_params, param
 
+_STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.GroupNorm)
+
 
 @dataclass
 class ShadowModels:
@@ -105,6 +107,18 @@ class ShadowTrainer:
         if not torch.all(torch.isfinite(x)):
             raise InvalidParameterError("x", "NaN or infinite inputs", "finite inputs")
         models = [make_model(generator) for _ in range(self.n_models)]
+        stateful = sorted({type(m).__name__ for m in models[0].modules()
+                           if isinstance(m, _STATEFUL)})
+        if stateful:
+            raise InvalidParameterError(
+                "make_model", f"a model with {', '.join(stateful)}",
+                "a model without batch norm or dropout (its output a function of its parameters)")
+        with torch.no_grad():
+            k = models[0](x[:1]).shape[-1]
+        if int(y.min()) < 0 or int(y.max()) >= k:
+            raise InvalidParameterError(
+                "y", f"labels in [{int(y.min())}, {int(y.max())}]",
+                f"class indices in [0, {k - 1}] (the model has {k} outputs)")
         n = x.shape[0]
         masks = balanced_masks(self.n_models, n, generator).to(x.device)
         perms = [torch.randperm(n, generator=generator).to(x.device)
