@@ -8,6 +8,7 @@ import torch
 from advkit.attacks.privacy.entropy import ModifiedEntropy
 from advkit.attacks.privacy.lira import VARIANTS, LiRA
 from advkit.attacks.privacy.loss_threshold import LossThreshold
+from advkit.attacks.privacy.rmia import RMIA
 from advkit.attacks.privacy.shadow import ShadowTrainer, balanced_masks
 from advkit.data.datasets import load
 from advkit.errors import InvalidParameterError
@@ -96,6 +97,18 @@ def test_lira_variants_labelled_and_stronger(pool, shadows):
     assert m["online"].to_dict()["label"] == "online"
 
 
+def test_rmia_beats_loss_on_overfit_mlp(pool, shadows):
+    x, y = pool
+    net, mem = shadows.model(0), shadows.masks[0]
+    f = lambda v: torch.softmax(net(v), 1)  # noqa: E731
+    d = load("digits")
+    r = RMIA().scores(f, x, y, shadows, d.x_test[:200], d.y_test[:200], exclude=0)
+    loss = LossThreshold().scores(f, x, y)
+    assert set(r) == {"online", "offline"}
+    assert roc_auc(r["online"][mem], r["online"][~mem]) > roc_auc(loss[mem], loss[~mem])
+    assert roc_auc(r["offline"][mem], r["offline"][~mem]) > 0.6
+
+
 def test_lira_hand_computed():
     # two examples, 4 shadows: IN {2, 4} and OUT {0, 2} for both (sample std sqrt(2))
     shadow = torch.tensor([[2.0, 2.0], [4.0, 4.0], [0.0, 0.0], [2.0, 2.0]])
@@ -120,7 +133,7 @@ def test_vectorized_equals_one_by_one(pool):
     x, y = x[:120], y[:120]
     out = {}
     for vec in (True, False):
-        s = ShadowTrainer(n_models=4, epochs=8, batch_size=32, vectorized=vec).train(
+        s = ShadowTrainer(n_models=4, epochs=6, batch_size=40, vectorized=vec).train(
             _mlp, x, y, generator=torch.Generator().manual_seed(3))
         net = s.model(0)
         f = lambda v, net=net: torch.softmax(net(v), 1)  # noqa: E731
@@ -128,6 +141,7 @@ def test_vectorized_equals_one_by_one(pool):
         out[vec] = (s, {k: membership_metrics(v[s.masks[0]], v[~s.masks[0]])
                         for k, v in r.scores.items()})
     (sv, mv), (ss, ms) = out[True], out[False]
+    assert "online" in mv and "offline-fixed-var" in mv
     assert torch.equal(sv.masks, ss.masks)
     assert torch.allclose(sv.logits(x), ss.logits(x), atol=1e-4)
     for k in mv:
