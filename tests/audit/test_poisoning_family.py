@@ -305,3 +305,26 @@ def test_neural_cleanse_entries_share_one_search_and_check_the_clean_model(tmp_p
     assert trig.images[0].caption.startswith("the attack's trigger")
     assert trig.images[0].pixels.shape == (8, 8) and trig.images[0].pixels[-1, -1] == 1.0
     assert len(trig.images) == 1 + 10
+
+
+def test_a_sanitiser_on_the_clean_model_reports_its_cost_not_a_precision(tmp_path):
+    """On the clean reference model there is no poison: what a sanitiser flags is removed at
+    pure cost, so there is no precision or recall, only the samples dropped and the accuracy."""
+    spec = parse_spec({**SPEC, "poisoning": {
+        "attacks": [{"name": "badnets", "rates": [0.1], "params": {"size": 2, "target": 0}}],
+        "mitigations": [{"name": "spectral_signatures", "on_clean": True}],
+        "training": {"epochs": 5}}})
+    rep = runner.run_audit(spec, out_dir=tmp_path / "out", spec_sha256="x", progress=False)
+    doc = rep.to_dict()
+    sc = {s["id"]: s for s in doc["scenarios"]}
+    clean = sc["poisoning/clean/mitigation=spectral_signatures"]["metrics"]
+    train = sc["poisoning/clean/train"]["metrics"]
+    assert clean["precision"] is None and clean["recall"] is None
+    assert 0 < clean["n_flagged"] < train["n_train"]
+    assert clean["attack_success"] is None and clean["clean_accuracy"]["n"] > 0
+    table = next(t for s in doc["sections"] if s["title"] == "Poisoning: mitigations"
+                 for t in s["tables"] if t["title"].startswith("Training-set detectors"))
+    assert [r[0] for r in table["rows"]] == ["clean", "badnets"]
+    finding = next(f for f in doc["findings"]
+                   if f["scenario"] == "poisoning/clean/mitigation=spectral_signatures")
+    assert "against the same model before it" in finding["why"]
