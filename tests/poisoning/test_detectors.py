@@ -225,3 +225,34 @@ def test_retraining_without_the_poison_removes_the_backdoor(digits_backdoor):
     assert m2.n_poisoned_train == 0 and m2.n_train == p.n - p.n_poisoned
     assert m2.attack_success.value <= 0.2 < m.attack_success.value
     assert m2.clean_accuracy.value >= m.clean_accuracy.value - 0.03
+
+
+# SPECTRE ------------------------------------------------------------------------------------------
+def test_que_scores_limits():
+    from advkit.defenses.detectors.spectre import que_scores
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(300, 5))
+    z[:, 0] *= 3  # one dominant direction
+    # alpha = 0: Q = I, the score is the squared norm over k
+    np.testing.assert_allclose(que_scores(z, 0.0), (z**2).sum(1) / 5, rtol=1e-9)
+    # large alpha: only the top direction counts
+    m = z.T @ z / len(z)
+    v = np.linalg.eigh(m)[1][:, -1]
+    np.testing.assert_allclose(que_scores(z, 200.0), (z @ v) ** 2, rtol=1e-3, atol=1e-6)
+
+
+def test_spectre_removes_planted_poison_and_registry_entry():
+    from advkit import registry
+    from advkit.defenses.detectors.spectre import Spectre
+
+    acts, y, pd = _synthetic(n_poison=20)
+    sp = registry.create("spectre", expected_rate=0.1, n_components=10)
+    assert isinstance(sp, Spectre)
+    sp.fit_activations(acts, y)
+    prec, rec = sp.score(pd)
+    assert rec.value == 1.0  # 33 removed from class 0, the 20 poisoned among them
+    c0 = y == 0
+    assert sp.scores_[c0 & pd.poisoned_mask].min() > sp.scores_[c0 & ~pd.poisoned_mask].max()
+    with pytest.raises(InvalidParameterError):
+        Spectre(expected_rate=0.6)
