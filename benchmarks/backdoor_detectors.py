@@ -46,14 +46,15 @@ def sanitisers():
     return {
         "activation clustering (reclassification)":
             lambda m, p, rng: ActivationClustering().fit(m, p.x, p.y, rng=rng),
-        "activation clustering (size rule)":
-            lambda m, p, rng: ActivationClustering(criterion="size").fit(m, p.x, p.y, rng=rng),
+        "activation clustering (size rule, ICA)":
+            lambda m, p, rng: ActivationClustering(criterion="size", reduction="ica").fit(
+                m, p.x, p.y, rng=rng),
         "spectral signatures": lambda m, p, rng: SpectralSignatures().fit(m, p.x, p.y),
         "SPECTRE": lambda m, p, rng: Spectre().fit(m, p.x, p.y),
     }
 
 
-def run_one(ds, seed: int, rate: float, retrain: bool, emit) -> None:
+def run_one(ds, seed: int, rate: float, retrain: bool, emit, only: str | None = None) -> None:
     from advkit.attacks.poisoning.train import evaluate_poison
     from advkit.defenses.detectors.activation_clustering import layer_activations
     from advkit.defenses.detectors.fine_pruning import FinePruning
@@ -70,6 +71,8 @@ def run_one(ds, seed: int, rate: float, retrain: bool, emit) -> None:
                 backdoor_success=succ.value, forward_s=fwd)
     emit(dict(base, detector="none (poisoned model)"))
     for name, make in sanitisers().items():
+        if only is not None and only not in name:
+            continue
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -85,6 +88,8 @@ def run_one(ds, seed: int, rate: float, retrain: bool, emit) -> None:
             row.update(retrained_success=s2.value, retrained_accuracy=a2.value,
                        accuracy_cost_points=100 * (acc.value - a2.value))
         emit(row)
+    if only is not None:
+        return
     fp = FinePruning().fit(model, xc, yc, trigger=p.apply_trigger, target=0,
                            generator=torch.Generator().manual_seed(seed))
     a3, s3 = evaluate_poison(fp.model_, p, ds.x_test, ds.y_test)
@@ -155,6 +160,9 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.05, 0.1])
     ap.add_argument("--json", default=None, help="append one JSON line per result here")
     ap.add_argument("--no-retrain", action="store_true")
+    ap.add_argument("--only", default=None,
+                    help="run only the sanitisers whose name contains this (no fine-pruning, "
+                         "no STRIP)")
     ap.add_argument("--from-json", nargs="+", default=None,
                     help="only print the tables of results written earlier with --json")
     args = ap.parse_args()
@@ -178,7 +186,7 @@ def main() -> None:
     print(f"threads {torch.get_num_threads()}", flush=True)
     for seed in args.seeds:
         for rate in args.rates:
-            run_one(ds, seed, rate, not args.no_retrain, emit)
+            run_one(ds, seed, rate, not args.no_retrain, emit, args.only)
     print(table(rows))
     print(summary(rows))
 
