@@ -88,3 +88,32 @@ def test_bad_layer_and_no_conv(toy):
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
     with pytest.raises(IncompatibleTargetError, match="Conv2d"):
         FinePruning().fit(mlp, x, y)
+
+
+def test_pruning_curve_records_every_step_and_the_stop(toy):
+    model, x, y, xv, yv = toy
+
+    def trig(xb):
+        out = xb.clone()
+        out[..., -2:, -2:] = 1.0
+        return out
+
+    fp = FinePruning(max_drop=0.05, finetune_epochs=1).fit(
+        model, x, y, x_val=xv, y_val=yv, trigger=trig, target=0,
+        generator=torch.Generator().manual_seed(0))
+    c = fp.curve_
+    n = len(fp.pruned_channels_)
+    assert [p["n_pruned"] for p in c] == list(range(len(fp.activity_) + 1))  # max_ratio 1: all
+    assert c[0]["clean_accuracy"] == fp.val_acc_before_
+    assert c[n]["clean_accuracy"] == fp.val_acc_pruned_
+    assert all(fp.val_acc_before_ - p["clean_accuracy"] <= 0.05 + 1e-9 for p in c[: n + 1])
+    assert n < len(fp.activity_) and fp.val_acc_before_ - c[n + 1]["clean_accuracy"] > 0.05
+    assert c[-1]["fraction_pruned"] == 1.0
+    # with every channel of the only conv layer silenced the output no longer depends on x
+    assert c[-1]["clean_accuracy"] <= 0.5
+    for p in c:
+        assert 0.0 <= p["backdoor_success"] <= 1.0
+    want = float((fp.model_(trig(xv[yv != 0])).argmax(1) == 0).float().mean())
+    assert fp.backdoor_success_after_ == pytest.approx(want)
+    with pytest.raises(InvalidParameterError, match="target"):
+        FinePruning().fit(model, x, y, trigger=trig)

@@ -24,6 +24,7 @@ from advkit.defenses.detectors.neural_cleanse import (
     MAD_CONSISTENCY,
     NeuralCleanse,
     anomaly_index,
+    decision_margin,
     flag_classes,
 )
 from advkit.errors import AdvkitWarning, InvalidParameterError
@@ -136,6 +137,36 @@ def test_learned_attributes_are_consistent(digits, fitted):
     trig = fitted.trigger(0)
     assert torch.equal(trig.mask, fitted.masks_[0])
     assert torch.equal(trig.pattern, fitted.patterns_[0])
+
+
+def test_decision_margin_hand_examples():
+    norms = [10.0, 100.0, 90.0, 110.0, 95.0, 105.0]  # median 97.5, MAD 7.5
+    idx = (97.5 - 10.0) / (1.4826 * 7.5)
+    assert decision_margin(norms, 2.0) == pytest.approx(idx - 2.0)
+    assert decision_margin(norms, 20.0) == pytest.approx(idx - 20.0)
+    assert idx - 20.0 < 0
+    # the large-norm outlier does not count: only classes below the median can be flagged
+    high = [100.0, 101.0, 99.0, 500.0, 100.5]
+    assert decision_margin(high, 2.0) == pytest.approx(anomaly_index(high)[2] - 2.0)
+    assert decision_margin([5.0, 5.0, 5.0], 2.0) == -2.0
+    assert np.isnan(decision_margin([np.nan, np.nan]))
+
+
+def test_margin_and_final_success_on_the_backdoored_model(digits, backdoored, fitted):
+    assert fitted.margin_ == pytest.approx(decision_margin(fitted.mask_norms_, fitted.threshold))
+    assert fitted.margin_ > 0 and fitted.anomaly_index_[0] == pytest.approx(
+        fitted.margin_ + fitted.threshold)
+    fs = fitted.final_success_
+    assert fs.shape == (10,) and np.all((fs >= 0) & (fs <= 1))
+    assert fs[0] >= 0.9  # the target's reversed trigger works on the fixed evaluation draw
+
+
+def test_too_few_clean_images_of_a_class_warns(digits, backdoored):
+    x, y = digits.x_test, digits.y_test
+    keep = (y != 3) | (torch.cumsum((y == 3).long(), 0) <= 5)
+    with pytest.warns(AdvkitWarning, match=r"classes \[3\] have fewer than 20"):
+        NeuralCleanse(epochs=1, steps_per_epoch=1, batch_size=4).fit(
+            backdoored, x[keep], y[keep], generator=torch.Generator().manual_seed(0))
 
 
 def test_reversed_target_trigger_succeeds(digits, backdoored, fitted):

@@ -52,10 +52,26 @@ def test_trigger_features_are_in_range_and_uninformative(cancer, forest):
 
 def test_activation_clustering_on_the_input_features_finds_the_poison(forest):
     _, p, _ = forest
-    ac = ActivationClustering(reduction="ica")
+    # the paper's size rule; exclusionary reclassification (the default) is checked below
+    ac = ActivationClustering(reduction="ica", criterion="size")
     ac.fit_activations(p.x, p.y, rng=np.random.default_rng(0))
     prec, rec = ac.score(p)
     assert prec.value >= 0.9 and rec.value >= 0.9
+
+
+def test_reclassification_on_the_input_features_rejects_both_halves_of_the_target(forest):
+    # two classes, a logistic reclassifier on the input features: leaving out either cluster of
+    # class 0 makes the other one class 0's only data, so both are rejected (l = 0) and only the
+    # confidence tie-break decides which is poison; the target class is found either way
+    _, p, _ = forest
+    ac = ActivationClustering(reduction="ica")
+    ac.fit_activations(p.x, p.y, rng=np.random.default_rng(0))
+    assert ac.flagged_classes_ == [0]
+    first = ac.per_class_[0]["rounds"][0]
+    assert all(r["l"] <= 0.15 * (r["l"] + r["p"]) for r in first["reclassification"])
+    assert "tie_break" in first
+    _, rec = ac.score(p)
+    assert rec.value >= 0.9
 
 
 def test_spectral_signatures_on_the_input_features(forest):

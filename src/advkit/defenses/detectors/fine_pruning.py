@@ -185,14 +185,19 @@ class FinePruning:
     clean data held out to measure the drop when no ``x_val`` is given; ``layer``: the module to
     prune (default the last Conv2d). Learned: ``model_`` (a new model), ``pruned_channels_``,
     ``layer_``, ``activity_``, ``val_acc_before_`` / ``val_acc_pruned_`` / ``val_acc_after_``,
-    ``seconds_``.
+    ``curve_`` (the pruning curve: one dict per number of channels pruned, 0 to ``max_ratio`` of
+    them in pruning order, past the stopping point too: ``n_pruned``, ``fraction_pruned``,
+    ``clean_accuracy`` on the validation data and, when ``fit`` got a trigger,
+    ``backdoor_success``), with a trigger ``backdoor_success_before_`` / ``_pruned_`` /
+    ``_after_``, and ``seconds_``.
     """
 
     layer: str | None = param(None, str, doc="module to prune; None: the last Conv2d")
     max_drop: float = param(0.04, float, lo=0, hi=1,
                             doc="largest drop of held-out clean accuracy while pruning")
-    max_ratio: float = param(0.9, float, lo=0, hi=1, lo_open=True,
-                             doc="largest share of the layer's channels pruned")
+    max_ratio: float = param(1.0, float, lo=0, hi=1, lo_open=True,
+                             doc="largest share of the layer's channels pruned (1: only the "
+                                 "accuracy drop stops it, as in the paper)")
     finetune_epochs: int = param(1, int, lo=0)
     lr: float = param(1e-3, float, lo=0, lo_open=True)
     batch_size: int = param(64, int, lo=1)
@@ -202,41 +207,65 @@ class FinePruning:
     def __post_init__(self):
         check_params(self)
 
-    def fit(self, model, x_clean, y_clean, *, x_val=None, y_val=None,
-            generator: torch.Generator | None = None) -> FinePruning:
+    def fit(self, model, x_clean, y_clean, *, x_val=None, y_val=None, trigger=None,
+            target: int | None = None, generator: torch.Generator | None = None) -> FinePruning:
+        """Prune and fine-tune a copy of ``model``; returns self.
+
+        ``trigger`` (optional): a function stamping the backdoor's trigger on a batch, with the
+        attack's ``target`` class; when given, the pruning curve and ``backdoor_success_*``
+        report the backdoor success (DESIGN §4) on the validation points of other classes."""
         t0 = time.perf_counter()
         x, y = check_data(x_clean, y_clean)
         if x_val is None:
             x, y, x_val, y_val = split(x, y, self.val_share, generator)
         else:
             x_val, y_val = check_data(x_val, y_val)
+        if trigger is not None and target is None:
+            raise InvalidParameterError("target", None, "the backdoor's target class (an int) "
+                                        "when a trigger is given")
         new = copy.deepcopy(resolve_model(model)).eval()
         name, layer = find_layer(new, self.layer)
         activity = channel_activity(new, layer, x_val)
-        base = accuracy(new, x_val, y_val)
-        pruned: list[int] = []
-        acc = base
-        for ch in torch.argsort(activity)[: int(self.max_ratio * len(activity))].tolist():
-            saved = [(m, m.weight[ch].clone(), None if m.bias is None else m.bias[ch].clone())
-                     for m in (layer, _following_batchnorm(new, layer)) if m is not None]
-            zero_channels(new, layer, [ch])
-            acc_ch = accuracy(new, x_val, y_val)
-            if base - acc_ch > self.max_drop:
-                with torch.no_grad():
-                    for m, w, b in saved:
-                        m.weight[ch] = w
-                        if b is not None:
-                            m.bias[ch] = b
-                break
-            pruned.append(ch)
-            acc = acc_ch
+        x_trig = None
+        if trigger is not None:
+            x_trig = trigger(x_val[y_val != target])
+
+        def point(m: nn.Module, n_pruned: int) -> dict:
+            out = {"n_pruned": n_pruned, "fraction_pruned": n_pruned / len(activity),
+                   "clean_accuracy": accuracy(m, x_val, y_val)}
+            if x_trig is not None:
+                out["backdoor_success"] = (float((predict(m, x_trig) == target).float().mean())
+                                           if len(x_trig) else float("nan"))
+            return out
+
+        # the curve runs over every channel up to max_ratio on a scratch copy; the pruned set is
+        # its longest prefix whose clean accuracy stays within max_drop of the original (Liu 2018)
+        scratch = copy.deepcopy(new)
+        _, s_layer = find_layer(scratch, name)
+        curve = [point(scratch, 0)]
+        base = curve[0]["clean_accuracy"]
+        order = torch.argsort(activity)[: int(self.max_ratio * len(activity))].tolist()
+        stop = None
+        for i, ch in enumerate(order):
+            zero_channels(scratch, s_layer, [ch])
+            curve.append(point(scratch, i + 1))
+            if stop is None and base - curve[-1]["clean_accuracy"] > self.max_drop:
+                stop = i
+        pruned = order if stop is None else order[:stop]
+        zero_channels(new, layer, pruned)
         if self.finetune_epochs:
             finetune(new, x, y, epochs=self.finetune_epochs, lr=self.lr, batch_size=self.batch_size,
                      generator=generator, after_step=lambda: zero_channels(new, layer, pruned))
-        for k, v in dict(model_=new, layer_=name, pruned_channels_=pruned, activity_=activity,
-                         val_acc_before_=base, val_acc_pruned_=acc,
-                         val_acc_after_=accuracy(new, x_val, y_val),
-                         seconds_=time.perf_counter() - t0).items():
+        after = point(new, len(pruned))
+        learned = dict(model_=new, layer_=name, pruned_channels_=pruned, activity_=activity,
+                       curve_=curve, val_acc_before_=base,
+                       val_acc_pruned_=curve[len(pruned)]["clean_accuracy"],
+                       val_acc_after_=after["clean_accuracy"])
+        if x_trig is not None:
+            learned.update(backdoor_success_before_=curve[0]["backdoor_success"],
+                           backdoor_success_pruned_=curve[len(pruned)]["backdoor_success"],
+                           backdoor_success_after_=after["backdoor_success"])
+        for k, v in (learned | {"seconds_": time.perf_counter() - t0}).items():
             object.__setattr__(self, k, v)
         return self
 

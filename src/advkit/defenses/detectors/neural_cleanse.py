@@ -49,6 +49,12 @@ from advkit.defenses.detectors.fine_pruning import (
     resolve_model,
     zero_channels,
 )
+from advkit.defenses.detectors.nc_stats import (  # noqa: F401 - re-exported
+    MAD_CONSISTENCY,
+    anomaly_index,
+    decision_margin,
+    flag_classes,
+)
 from advkit.errors import (
     AdvkitWarning,
     InputContractError,
@@ -63,36 +69,7 @@ from advkit.targets.torch import TorchTarget
 from advkit.threat_tags import MITIGATES_BACKDOOR
 
 log = logging.getLogger("advkit.defenses")
-MAD_CONSISTENCY = 1.4826  # makes MAD a consistent estimator of a normal's standard deviation
 _RAW_CLIP = 6.0  # |tanh parameter| bound: mask/pattern stay within (2.5e-6, 1 - 2.5e-6)
-
-
-def anomaly_index(norms) -> np.ndarray:
-    """MAD anomaly index of each value: |x - median| / (1.4826 * median(|x - median|)).
-
-    NaN entries (classes that could not be reversed) are left out of the statistics and get NaN.
-    With MAD = 0 a value equal to the median scores 0 and any other scores inf.
-    """
-    v = np.asarray(norms, dtype=np.float64)
-    ok = np.isfinite(v)
-    out = np.full(v.shape, np.nan)
-    if not ok.any():
-        return out
-    med = np.median(v[ok])
-    dev = np.abs(v[ok] - med)
-    mad = MAD_CONSISTENCY * np.median(dev)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out[ok] = np.where(dev == 0, 0.0, dev / mad) if mad > 0 else np.where(dev == 0, 0.0, np.inf)
-    return out
-
-
-def flag_classes(norms, threshold: float = 2.0) -> np.ndarray:
-    """Classes with a norm below the median (of the finite norms) and an index above threshold."""
-    v = np.asarray(norms, dtype=np.float64)
-    idx = anomaly_index(v)
-    med = np.median(v[np.isfinite(v)]) if np.isfinite(v).any() else np.nan
-    with np.errstate(invalid="ignore"):
-        return np.flatnonzero(np.isfinite(v) & (v < med) & (idx > threshold))
 
 
 def _as_target(obj, x: torch.Tensor, per_class: int) -> Target:
@@ -115,7 +92,10 @@ class NeuralCleanse:
     ``mask_norms_`` (L1 of each mask), ``anomaly_index_``, ``flagged_`` (class indices),
     ``success_`` (reversed trigger's success on the last epoch), ``reached_`` (success threshold
     met), ``epochs_`` per class, ``resets_``, ``failed_``, ``steps_``, ``rows_`` (stamped inputs
-    forwarded and back-propagated in all), ``seconds_``.
+    forwarded and back-propagated in all), ``seconds_``, ``margin_`` (the decision margin: the
+    largest anomaly index among classes below the median norm minus ``threshold``; > 0 flagged by
+    that much, <= 0 the nearest class stayed this far below) and ``final_success_`` (each class's
+    final trigger re-measured on one fixed draw of ``eval_images`` clean images).
     """
 
     epochs: int = param(40, int, lo=1)
@@ -130,6 +110,11 @@ class NeuralCleanse:
     early_stop_threshold: float = param(0.99, float, lo=0, hi=1, lo_open=True)
     threshold: float = param(2.0, float, lo=0, doc="anomaly index above which a class is flagged")
     max_resets: int = param(3, int, lo=0)
+    min_per_class: int = param(20, int, lo=1,
+                               doc="clean images of each class below which fit warns")
+    eval_images: int = param(512, int, lo=1,
+                             doc="clean images (one fixed draw, shared by all classes) on which "
+                                 "every class's final trigger is re-measured: final_success_")
 
     def __post_init__(self):
         check_params(self)
@@ -151,6 +136,14 @@ class NeuralCleanse:
         k, (c, h, w), dev = target.contract.n_classes, x.shape[1:], x.device
         y = y.to(dev)
         gen = generator if generator is not None else torch.Generator(device="cpu").manual_seed(0)
+        counts = torch.bincount(y, minlength=k).tolist()
+        few = [j for j in range(k) if counts[j] < self.min_per_class]
+        if few:
+            warnings.warn(
+                f"Neural Cleanse: classes {few} have fewer than {self.min_per_class} clean images "
+                f"(counts {[counts[j] for j in few]}); the reversed triggers are measured on the "
+                "other classes' images, so pass a clean set with every class represented",
+                AdvkitWarning, stacklevel=2)
 
         def init(rows: torch.Tensor, shape) -> torch.Tensor:
             u = torch.rand((len(rows), *shape), generator=gen).to(dev) * 0.98 + 0.01
@@ -240,8 +233,28 @@ class NeuralCleanse:
                     best_norm[j] = norms[i]
                     best_m[j], best_p[j] = raw_m[j], raw_p[j]
                 self._schedule(j, rate[i], norms[i], cost, st, flags, best_norm, es_best)
-        return self._finish(best_m, best_p, best_norm, raw_m, raw_p, success, st, flags,
-                            (lo, hi), steps, rows, t0)
+        self._finish(best_m, best_p, best_norm, raw_m, raw_p, success, st, flags, (lo, hi), steps,
+                     rows, t0)
+        self._final_success(target, x, y, gen)
+        object.__setattr__(self, "seconds_", time.perf_counter() - t0)
+        return self
+
+    def _final_success(self, target, x, y, gen) -> None:
+        """Every class's final trigger measured on the same fixed draw of clean images (those of
+        other classes), so that all classes are judged on equal terms: ``final_success_``."""
+        pick = torch.randperm(len(x), generator=gen)[: self.eval_images].to(x.device)
+        xe, ye = x[pick], y[pick]
+        out = np.full(self.n_classes_, np.nan)
+        with torch.no_grad():
+            for c in range(self.n_classes_):
+                other = ye != c
+                if bool(other.any()) and c not in self.failed_:
+                    try:
+                        logits = target.logits(self.trigger(c).apply(xe[other]), check=False)
+                    except NonFiniteScoresError:
+                        continue
+                    out[c] = float((logits.argmax(1) == c).float().mean())
+        object.__setattr__(self, "final_success_", out)
 
     def _schedule(self, j, rate, norm, cost, st, flags, best_norm, es_best) -> None:
         """The paper's per-epoch lambda schedule and early stop for class ``j``."""
@@ -286,6 +299,7 @@ class NeuralCleanse:
         for name, v in dict(
             masks_=masks.detach(), patterns_=patterns.detach(), mask_norms_=norms,
             anomaly_index_=anomaly_index(norms), flagged_=flag_classes(norms, self.threshold),
+            margin_=decision_margin(norms, self.threshold),
             success_=np.array(success), reached_=reached, epochs_=np.array(st["epochs"]),
             resets_=np.array(st["resets"]), failed_=np.flatnonzero(failed), steps_=steps,
             rows_=rows, n_classes_=k, seconds_=time.perf_counter() - t0,
