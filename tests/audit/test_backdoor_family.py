@@ -29,10 +29,12 @@ backdoor:
   clean_samples: 600
 {extra}
 """
+# the size rule keeps this end-to-end test fast (the default, exclusionary reclassification,
+# trains a model per cluster; tests/poisoning/test_detectors.py and the quick preset cover it)
 FULL = """\
   mitigations: [unlearn, prune]
   training_data: {path: train.npz, poisoned_indices: poisoned}
-  sanitisers: {activation_clustering: {reduction: pca}, spectral: {}}
+  sanitisers: {activation_clustering: {reduction: pca, criterion: size}, spectral: {}}
   retrain: {epochs: 5, lr: 0.003}
 """
 
