@@ -312,7 +312,8 @@ def test_a_sanitiser_on_the_clean_model_reports_its_cost_not_a_precision(tmp_pat
     pure cost, so there is no precision or recall, only the samples dropped and the accuracy."""
     spec = parse_spec({**SPEC, "poisoning": {
         "attacks": [{"name": "badnets", "rates": [0.1], "params": {"size": 2, "target": 0}}],
-        "mitigations": [{"name": "spectral_signatures", "on_clean": True}],
+        "mitigations": [{"name": "spectral_signatures", "on_clean": True},
+                        {"name": "spectre", "params": {"n_components": 8}}],
         "training": {"epochs": 5}}})
     rep = runner.run_audit(spec, out_dir=tmp_path / "out", spec_sha256="x", progress=False)
     doc = rep.to_dict()
@@ -324,7 +325,9 @@ def test_a_sanitiser_on_the_clean_model_reports_its_cost_not_a_precision(tmp_pat
     assert clean["attack_success"] is None and clean["clean_accuracy"]["n"] > 0
     table = next(t for s in doc["sections"] if s["title"] == "Poisoning: mitigations"
                  for t in s["tables"] if t["title"].startswith("Training-set detectors"))
-    assert [r[0] for r in table["rows"]] == ["clean", "badnets"]
+    assert [r[0] for r in table["rows"]] == ["clean", "badnets", "badnets"]
+    spectre = sc["poisoning/badnets/rate=0.1/mitigation=spectre"]["metrics"]
+    assert spectre["recall"]["n"] == sc["poisoning/badnets/rate=0.1/train"]["metrics"]["n_poisoned"]
     finding = next(f for f in doc["findings"]
                    if f["scenario"] == "poisoning/clean/mitigation=spectral_signatures")
     assert "against the same model before it" in finding["why"]

@@ -13,7 +13,8 @@
         y: y
         poisoned_indices: poisoned        # optional: indices (or a boolean mask) known to be
                                           # poisoned, used only to score the sanitisers
-      sanitisers: [activation_clustering, spectral]   # default with training_data: both;
+      sanitisers: [activation_clustering, spectral]   # default with training_data: all three
+                                          # (activation_clustering, spectral, spectre);
                                           # or {spectral: {expected_rate: 0.3}} with parameters
       retrain: {epochs: 10, lr: 0.001, batch_size: 64}  # retrain on each filtered set
                                           # (models advkit can rebuild: zoo architectures)
@@ -39,7 +40,8 @@ from advkit.audit.spec_sections import _Strict
 from advkit.errors import AdvkitError, AuditSpecError, short
 
 # spec name -> registry name of the detector
-SANITISERS = {"activation_clustering": "activation_clustering", "spectral": "spectral_signatures"}
+SANITISERS = {"activation_clustering": "activation_clustering", "spectral": "spectral_signatures",
+              "spectre": "spectre"}
 MITIGATIONS = ("unlearn", "prune")
 
 

@@ -7,9 +7,10 @@
   (``repair: unlearn``, the default) or prune the neurons they excite (``repair: prune``). Entries
   with the same parameters against the same model share one trigger search (its randomness comes
   from the model's train stage and the parameters, not from the entry).
-- ``activation_clustering`` (Chen et al. 2018, arXiv:1811.03728) and ``spectral_signatures``
-  (Tran, Li & Madry 2018, NeurIPS): flag training samples from the model's activations, then
-  retrain the recipe from scratch without them (through the shared cached trainer).
+- ``activation_clustering`` (Chen et al. 2018, arXiv:1811.03728), ``spectral_signatures``
+  (Tran, Li & Madry 2018, NeurIPS) and ``spectre`` (Hayase et al. 2021, ICML): flag training
+  samples from the model's activations, then retrain the recipe from scratch without them
+  (through the shared cached trainer).
 
 The defender's clean data is the share of the training split held out from poisoning. Detection
 is scored against the poison's ground truth (precision and recall with Wilson intervals). Against

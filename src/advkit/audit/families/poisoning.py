@@ -8,8 +8,9 @@ model is trained on it through the one cached trainer (``advkit.models.cache.tra
 its clean accuracy and the attack's success are measured on the test split with 95 % Wilson
 intervals (DESIGN §4). Each named mitigation then runs against each poisoned model: fine-pruning
 (Liu, Dolan-Gavitt & Garg 2018, RAID), Neural Cleanse with unlearning (Wang et al. 2019, IEEE S&P),
-activation clustering (Chen et al. 2018, arXiv:1811.03728) and spectral signatures (Tran, Li &
-Madry 2018, NeurIPS), the last two followed by retraining without the samples they flag. A clean
+activation clustering (Chen et al. 2018, arXiv:1811.03728), spectral signatures (Tran, Li &
+Madry 2018, NeurIPS) and SPECTRE (Hayase et al. 2021, ICML), the last three followed by
+retraining without the samples they flag. A clean
 model trained with the same recipe on the same (unpoisoned) data is the reference. Example::
 
     model: {zoo: cnn-small, epochs: 10}
@@ -45,7 +46,8 @@ from advkit.audit.spec_sections import RecipeOverrides, _Strict
 from advkit.errors import AdvkitError, AuditSpecError, short
 from advkit.threat_tags import BACKDOOR_POISONING
 
-MITIGATIONS = ("fine_pruning", "neural_cleanse", "activation_clustering", "spectral_signatures")
+MITIGATIONS = ("fine_pruning", "neural_cleanse", "activation_clustering", "spectral_signatures",
+               "spectre")
 REPAIRS = ("unlearn", "prune")  # what Neural Cleanse does with the triggers it flags
 IMAGE_ONLY = ("badnets", "blended")  # attacks (and Neural Cleanse) that stamp image triggers
 
