@@ -159,9 +159,9 @@ class _Search:
         except BudgetExhausted:
             # unexplored leaves keep the one point known to reach them (a degenerate box)
             complete = False
-            for y, ident in [(x, ident), *queue]:
-                if ident not in self.boxes:
-                    self.boxes[ident] = (y - 1e-12, y.clone(), ident[0])
+            for y, y_id in [(x, ident), *queue]:
+                if y_id not in self.boxes:
+                    self.boxes[y_id] = (y - 1e-12, y.clone(), y_id[0])
         ids = list(self.boxes)
         lo = torch.stack([self.boxes[i][0] for i in ids])
         hi = torch.stack([self.boxes[i][1] for i in ids])
