@@ -88,3 +88,18 @@ def logit_confidence_from_logits(logits: torch.Tensor, y: torch.Tensor) -> torch
     zy = z.gather(-1, idx).squeeze(-1)
     masked = z.scatter(-1, idx, float("-inf"))
     return zy - torch.logsumexp(masked, dim=-1)
+
+
+class ProbabilityScorer:
+    """Membership scores from predicted probabilities (subclasses define ``_score(p, y)``),
+    from given probabilities or by querying a Target / callable."""
+
+    def scores_from_probabilities(self, p, y) -> torch.Tensor:
+        p, y = check_probs(p, y)
+        return self._score(p, y)
+
+    def scores(self, target, x, y) -> torch.Tensor:
+        """Scores of ``(x, y)`` against ``target``: an advkit Target (``probabilities``) or any
+        callable ``x -> (N, K)`` probabilities, so a score-only remote model works."""
+        p, y = query(target, x, y)
+        return self._score(p, y)

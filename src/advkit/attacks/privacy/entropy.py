@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
-from advkit.attacks.privacy.common import check_probs, query
+from advkit.attacks.privacy.common import ProbabilityScorer
 from advkit.params import check_params, param
 
 _TINY = 1e-30
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModifiedEntropy:
+class ModifiedEntropy(ProbabilityScorer):
     """Song & Mittal (2021) modified entropy; score = -Mentr, higher = more likely a member."""
 
     floor: float = param(1e-30, float, lo=0, lo_open=True, hi=1e-3,
@@ -32,15 +32,6 @@ class ModifiedEntropy:
 
     def __post_init__(self):
         check_params(self)
-
-    def scores_from_probabilities(self, p, y) -> torch.Tensor:
-        p, y = check_probs(p, y)
-        return self._score(p, y)
-
-    def scores(self, target, x, y) -> torch.Tensor:
-        """Scores of ``(x, y)`` against an advkit Target or a callable ``x -> probabilities``."""
-        p, y = query(target, x, y)
-        return self._score(p, y)
 
     def _score(self, p, y):
         onehot = torch.zeros_like(p).scatter_(1, y[:, None], 1.0).bool()

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from advkit.attacks.privacy.common import check_probs, query, true_class_logprob
+from advkit.attacks.privacy.common import ProbabilityScorer, true_class_logprob
 from advkit.params import check_params, param
 
 
 @dataclass(frozen=True, kw_only=True)
-class LossThreshold:
+class LossThreshold(ProbabilityScorer):
     """Yeom et al. (2018) loss threshold attack; higher score = more likely a member."""
 
     score: str = param("loss", str, choices=("loss", "confidence"),
@@ -29,16 +27,6 @@ class LossThreshold:
 
     def __post_init__(self):
         check_params(self)
-
-    def scores_from_probabilities(self, p, y) -> torch.Tensor:
-        p, y = check_probs(p, y)
-        return self._score(p, y)
-
-    def scores(self, target, x, y) -> torch.Tensor:
-        """Scores of ``(x, y)`` against ``target``: an advkit Target (``probabilities``) or any
-        callable ``x -> (N, K)`` probabilities, so a score-only remote model works."""
-        p, y = query(target, x, y)
-        return self._score(p, y)
 
     def _score(self, p, y):
         lp = true_class_logprob(p, y)

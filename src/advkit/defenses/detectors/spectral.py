@@ -42,9 +42,30 @@ def spectral_scores(reps: torch.Tensor) -> torch.Tensor:
     return (r @ vh[0]) ** 2
 
 
+class ActivationDetector:
+    """What the training-set detectors on a layer's activations share (spectral signatures,
+    SPECTRE): ``fit`` reads the activations and calls ``fit_activations``; ``score`` rates the
+    flags against the ground truth. Subclasses hold ``layer`` and ``batch_size``."""
+
+    def fit(self, model: nn.Module, x, y):
+        """Fit on the training set ``(x, y)`` seen through ``model``; returns self."""
+        x, y = check_fit_inputs(x, y)
+        t0 = time.perf_counter()
+        reps = layer_activations(model, x, layer=self.layer, batch_size=self.batch_size)
+        self.fit_activations(reps, y)
+        object.__setattr__(self, "fit_seconds_", time.perf_counter() - t0)
+        return self
+
+    def score(self, poisoned) -> tuple:
+        """(precision, recall) of ``poisoned_mask_`` against a ``PoisonedData``'s truth."""
+        if not hasattr(self, "poisoned_mask_"):
+            raise InvalidParameterError("detector", "unfitted", "a fitted detector: call fit first")
+        return poisoned.detection_scores(self.poisoned_mask_)
+
+
 @register("spectral_signatures", family="defense", threat=MITIGATES_BACKDOOR)
 @dataclass(frozen=True, kw_only=True)
-class SpectralSignatures:
+class SpectralSignatures(ActivationDetector):
     """Spectral signatures (Tran 2018): remove the top 1.5 * expected_rate of each class by score.
 
     Learned attributes after ``fit``: ``poisoned_mask_`` (bool (N,)), ``scores_`` (float (N,)),
@@ -93,18 +114,3 @@ class SpectralSignatures:
         object.__setattr__(self, "poisoned_mask_", mask)
         object.__setattr__(self, "per_class_", per_class)
         return self
-
-    def fit(self, model: nn.Module, x, y):
-        """Fit on the training set ``(x, y)`` seen through ``model``; returns self."""
-        x, y = check_fit_inputs(x, y)
-        t0 = time.perf_counter()
-        reps = layer_activations(model, x, layer=self.layer, batch_size=self.batch_size)
-        self.fit_activations(reps, y)
-        object.__setattr__(self, "fit_seconds_", time.perf_counter() - t0)
-        return self
-
-    def score(self, poisoned) -> tuple:
-        """(precision, recall) of ``poisoned_mask_`` against a ``PoisonedData``'s truth."""
-        if not hasattr(self, "poisoned_mask_"):
-            raise InvalidParameterError("detector", "unfitted", "a fitted detector: call fit first")
-        return poisoned.detection_scores(self.poisoned_mask_)

@@ -26,16 +26,15 @@ Mitigation: retrain without the removed samples (``advkit.attacks.poisoning.trai
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from advkit.defenses.detectors.activation_clustering import check_fit_inputs, layer_activations
-from advkit.errors import InputContractError, InvalidParameterError
+from advkit.defenses.detectors.activation_clustering import check_fit_inputs
+from advkit.defenses.detectors.spectral import ActivationDetector
+from advkit.errors import InputContractError
 from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.threat_tags import MITIGATES_BACKDOOR
@@ -78,7 +77,7 @@ def robust_whiten(r: np.ndarray, support: float, iters: int = 20) -> np.ndarray:
 
 @register("spectre", family="defense", threat=MITIGATES_BACKDOOR)
 @dataclass(frozen=True, kw_only=True)
-class Spectre:
+class Spectre(ActivationDetector):
     """SPECTRE (Hayase 2021): robust whitening + quantum-entropy scores; removes the top
     ``removal_factor * expected_rate`` of each class.
 
@@ -137,18 +136,3 @@ class Spectre:
         object.__setattr__(self, "poisoned_mask_", torch.as_tensor(mask, device=y.device))
         object.__setattr__(self, "per_class_", per_class)
         return self
-
-    def fit(self, model: nn.Module, x, y):
-        """Fit on the training set ``(x, y)`` seen through ``model``; returns self."""
-        x, y = check_fit_inputs(x, y)
-        t0 = time.perf_counter()
-        reps = layer_activations(model, x, layer=self.layer, batch_size=self.batch_size)
-        self.fit_activations(reps, y)
-        object.__setattr__(self, "fit_seconds_", time.perf_counter() - t0)
-        return self
-
-    def score(self, poisoned) -> tuple:
-        """(precision, recall) of ``poisoned_mask_`` against a ``PoisonedData``'s truth."""
-        if not hasattr(self, "poisoned_mask_"):
-            raise InvalidParameterError("detector", "unfitted", "a fitted detector: call fit first")
-        return poisoned.detection_scores(self.poisoned_mask_)
