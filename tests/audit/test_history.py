@@ -229,6 +229,30 @@ def test_concurrent_appends_are_all_kept(audits, tmp_path):
     assert sorted(ids) == list(range(1, 41))
 
 
+def test_processes_creating_one_new_history_at_once_all_see_it_whole(tmp_path):
+    """Opening a new file races its creation by another opener: the check must never see the
+    table without the marks (or the marks without the table) and call the file foreign."""
+    errors = []
+    for trial in range(25):
+        hist = tmp_path / f"h{trial}.sqlite"
+        start = threading.Barrier(6)
+
+        def opener():
+            try:
+                start.wait()
+                with History(hist):
+                    pass
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=opener) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors[0]
+
+
 def test_default_path_env_and_user_data_dir(tmp_path, monkeypatch):
     import platformdirs
 

@@ -215,25 +215,38 @@ class History:
             self.close()
             raise
 
+    def _state(self, begin: str) -> tuple[set[str], int, int]:
+        """Tables, schema version and application id, read in one transaction so that another
+        process creating the file cannot be seen half done. The transaction stays open."""
+        db = self._db
+        db.execute(begin)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return (tables, db.execute("PRAGMA user_version").fetchone()[0],
+                db.execute("PRAGMA application_id").fetchone()[0])
+
     def _check(self, create: bool) -> None:
         db = self._db
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        app = db.execute("PRAGMA application_id").fetchone()[0]
+        try:
+            tables, version, app = self._state("BEGIN")
+        finally:
+            if db.in_transaction:
+                db.execute("COMMIT")
         if not tables and not version and not app:  # a new (or empty) file
-            if create:
-                db.execute("BEGIN IMMEDIATE")  # another process may be creating it too
-                try:
+            if not create:  # an empty file read only: an empty history
+                self.close()
+                return
+            try:  # another process may be creating it too: look again under the write lock
+                tables, version, app = self._state("BEGIN IMMEDIATE")
+                if not tables and not version and not app:
                     db.execute(_SCHEMA)
                     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    db.execute("COMMIT")
-                except BaseException:
+                    tables, version, app = {"audits"}, SCHEMA_VERSION, APPLICATION_ID
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
                     db.execute("ROLLBACK")
-                    raise
-            else:  # an empty file read only: an empty history
-                self.close()
-            return
+                raise
         if app != APPLICATION_ID or "audits" not in tables:
             raise HistoryError(f"{self.path} is an SQLite file but not an advkit audit history "
                                f"(tables: {', '.join(sorted(tables)) or 'none'}); {_FIX}")
