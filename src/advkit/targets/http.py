@@ -95,6 +95,7 @@ class HttpTarget(Target):
     offline: bool = False
     price_per_query: float | None = None
     seed: int = 0
+    transport: object = field(default=None, repr=False)  # an httpx transport (default: network)
     sent: int = field(default=0, init=False)
     cached: int = field(default=0, init=False)
     requests: int = field(default=0, init=False)
@@ -254,7 +255,8 @@ class HttpTarget(Target):
             if self._key is not None:
                 headers[self.api_key_header] = self.api_key_prefix + self._key
             self._client = httpx.Client(timeout=self.timeout_s, headers=headers,
-                                        limits=httpx.Limits(max_connections=self.concurrency))
+                                        limits=httpx.Limits(max_connections=self.concurrency),
+                                        transport=self.transport)
         return self._client
 
     def _ask(self, chunk: list[tuple[str, int]], rows: np.ndarray) -> None:
@@ -332,18 +334,20 @@ class HttpTarget(Target):
                                  f"HTTP {status} ({why!r}); fix: {fix}")
 
     @staticmethod
-    def _read(r, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    def _read(r, limit: int | None = None) -> bytes:
+        """The answer's body, at most MAX_RESPONSE_BYTES (ModelBehaviorError beyond); with
+        ``limit`` (an error text), its first ``limit`` bytes."""
+        cap = MAX_RESPONSE_BYTES if limit is None else limit
         chunks, size = [], 0
         for chunk in r.iter_bytes():
-            size += len(chunk)
-            if size > limit:
-                if limit < MAX_RESPONSE_BYTES:  # an error text: its start is enough
-                    chunks.append(chunk)
-                    break
-                raise ModelBehaviorError(f"the API answered more than {limit >> 20} MiB for one "
-                                         "request; lower model.max_batch or check the API")
             chunks.append(chunk)
-        return b"".join(chunks)[:limit]
+            size += len(chunk)
+            if size > cap:
+                if limit is not None:
+                    break
+                raise ModelBehaviorError(f"the API answered more than {cap >> 20} MiB for one "
+                                         "request; lower model.max_batch or check the API")
+        return b"".join(chunks)[:cap]
 
     def _parse(self, raw: bytes, n: int) -> list:
         where = f"the API at {public_url(self.url)}"
