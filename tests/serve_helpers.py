@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-START_TIMEOUT_S = 90  # importing torch and loading the model on a busy 2-core machine
+START_TIMEOUT_S = 180  # importing torch and loading the model on a busy 2-core machine
 
 
 def env(**extra) -> dict:

@@ -110,6 +110,21 @@ def _answer(x: torch.Tensor, target: Target, opts: ServeOptions) -> dict:
     return {"probabilities": p.to(torch.float32).tolist()}
 
 
+async def _client_left(request, seconds: float) -> bool:
+    """Wait ``seconds`` (the added latency) listening to the connection: True when the client
+    went away meanwhile. (Listening resumes reading the socket, which uvicorn pauses once a
+    request's body is in: a sleep would not notice a client killed meanwhile.)"""
+    import anyio
+
+    with anyio.move_on_after(seconds):
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return True
+            await asyncio.sleep(0)
+    return False
+
+
 def build_app(target: Target, opts: ServeOptions):
     """The FastAPI application serving ``target`` with ``opts``; its ``state.stats`` counts."""
     from fastapi import FastAPI, Request
@@ -181,10 +196,8 @@ def build_app(target: Target, opts: ServeOptions):
         with lock:
             stats.in_flight += 1
         try:
-            if opts.latency_ms:
-                await asyncio.sleep(opts.latency_ms / 1000)
-            if await request.is_disconnected():  # the client went away: not answered
-                return refuse(499, "client closed the request")
+            if opts.latency_ms and await _client_left(request, opts.latency_ms / 1000):
+                return refuse(499, "client closed the request")  # not answered, not counted
             async with model_lock:
                 out = await run_in_threadpool(_answer, x, target, opts)
             with lock:
