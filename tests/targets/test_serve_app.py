@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from advkit.cli.main import run
 from advkit.errors import InvalidParameterError
 from advkit.models.io import target_for
-from advkit.serve import ServeOptions, build_app
+from advkit.serve.model_api import ServeOptions, build_app
 from advkit.targets.base import InputContract
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx is what advkit uses

@@ -69,7 +69,7 @@ def serve_model(
     except ImportError as exc:
         raise MissingDependencyError("advkit serve-model", exc.name or "fastapi", "serve") from None
     from advkit.models.io import load_model, target_for
-    from advkit.serve import ServeOptions, serve
+    from advkit.serve.model_api import ServeOptions, serve
 
     if not 1 <= port <= 65535:
         raise InvalidParameterError("--port", port, "a port in 1..65535")
