@@ -29,13 +29,13 @@ BODY = ("seed: 0\ndataset: breast_cancer\nevaluation: {n_samples: 12}\n"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """The forest saved with skops, served twice: with faults (10 % drops, 10 % 429s, 20 ms) and
-    with an API key and 150 ms of latency (time to kill an audit mid-request)."""
+    with an API key and 250 ms of latency (time to kill an audit mid-request)."""
     folder = tmp_path_factory.mktemp("http-audit")
     save_forest(folder / "rf.skops")
     with servers(
         (folder / "rf.skops", ["--drop-rate", "0.1", "--429-rate", "0.1", "--latency-ms", "20",
                                "--seed", "1"], folder / "faulty.log", None),
-        (folder / "rf.skops", ["--api-key-env", "SERVE_KEY", "--latency-ms", "150"],
+        (folder / "rf.skops", ["--api-key-env", "SERVE_KEY", "--latency-ms", "250"],
          folder / "keyed.log", {"SERVE_KEY": KEY}),
     ) as (faulty, keyed):
         yield folder, faulty, keyed

@@ -221,3 +221,20 @@ def test_the_digest_is_of_the_exact_float32_bytes():
     assert row_digests(a) == row_digests(a.astype(np.float32))
     assert row_digests(a) != row_digests(np.nextafter(a.astype(np.float32), 1))
 
+
+
+def test_the_key_can_come_from_a_file(forest, tmp_path):
+    _, data, _ = forest
+    (tmp_path / "key").write_text(KEY + "\n")
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers.get("x-api-key"))
+        return httpx.Response(200, json={"labels": [0]})
+
+    t = _target(data, "http://api.test/predict", api_key_file=str(tmp_path / "key"),
+                api_key_header="X-API-Key", api_key_prefix="", output="labels",
+                transport=_mock(handler))
+    assert t.labels(data.x_train[:1]).tolist() == [0] and seen == [KEY]
+    with pytest.raises(RemoteTargetError, match="is missing, unreadable or empty"):
+        _target(data, "http://api.test/predict", api_key_file=str(tmp_path / "nothing"))

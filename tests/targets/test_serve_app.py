@@ -17,7 +17,7 @@ from advkit.serve.model_api import ServeOptions, build_app
 from advkit.targets.base import InputContract
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx is what advkit uses
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 RNG = np.random.default_rng(0)

@@ -198,7 +198,8 @@ class HttpTarget(Target):
         if self.api_key_file is not None:
             p = Path(self.api_key_file)
             try:
-                key = p.read_text(encoding="utf-8")[:4096].strip() if p.is_file() else ""
+                with p.open("rb") as f:  # a key, not a whole file: read its start only
+                    key = f.read(4096).decode("utf-8").strip() if p.is_file() else ""
             except (OSError, UnicodeDecodeError):
                 key = ""
             if not key:
