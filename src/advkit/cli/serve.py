@@ -91,8 +91,11 @@ def serve_model(
             raise InvalidParameterError("--api-key-env", api_key_env,
                                         "the name of a set, non-empty environment variable")
     if api_key_file is not None:
-        key = api_key_file.read_text(encoding="utf-8")[:4096].strip() if api_key_file.is_file() \
-            else ""
+        try:
+            with api_key_file.open("rb") as f:  # a key, not a whole file: its start only
+                key = f.read(4096).decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            key = ""
         if not key:
             raise InvalidParameterError("--api-key-file", str(api_key_file),
                                         "a readable file holding the key")
