@@ -102,3 +102,12 @@ def test_a_non_local_host_needs_an_explicit_flag(tmp_path, capsys):
     code = run(["serve-model", str(tmp_path / "m.skops"), "--host", "0.0.0.0"])
     err = capsys.readouterr().err
     assert code == 2 and "--allow-remote" in err and "Traceback" not in err
+
+
+def test_a_pickle_is_refused_without_the_trust_flag(tmp_path, capsys):
+    import joblib
+
+    joblib.dump(EST, tmp_path / "clf.joblib")
+    code = run(["serve-model", str(tmp_path / "clf.joblib"), "--port", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "--trust-pickle" in err
