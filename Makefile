@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH) -e '.[data,test]'
+	$(BIN)/python -m pip install --quiet $(TORCH) -e '.[data,test,serve]'
 	@touch $(STAMP)
 
 install: $(STAMP)

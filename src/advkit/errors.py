@@ -153,6 +153,12 @@ class MissingSystemPackageError(MissingDependencyError):
         )
 
 
+class RemoteTargetError(AdvkitError):
+    """A model behind an API could not be queried: unreachable, refused the request (a wrong API
+    key, a bad request), kept failing after the retries, or (offline) its query log has no answer.
+    The message names the URL (never the key) and the fix."""
+
+
 class AdvkitWarning(UserWarning):
     """A problem advkit can work around but the user should know about."""
 

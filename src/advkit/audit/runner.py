@@ -126,6 +126,14 @@ def run_audit(
     return report
 
 
+def _model_info(subject: AuditSubject) -> dict:
+    """The report's model section: for a model behind an API, with this run's query accounting."""
+    from advkit.audit.subject import query_accounting
+
+    queries = query_accounting(subject.target)
+    return subject.model_info if queries is None else {**subject.model_info, "queries": queries}
+
+
 def _build_report(spec, ctx: AuditContext, plans, records, *, spec_sha256, started) -> Report:
     ds, target = ctx.subject.dataset, ctx.subject.target
     per_family = [(f, [records[sc.id] for sc in stages]) for f, stages in plans]
@@ -148,7 +156,7 @@ def _build_report(spec, ctx: AuditContext, plans, records, *, spec_sha256, start
                 "families": [f.name for f, _ in plans],
             },
         ),
-        model=ctx.subject.model_info,
+        model=_model_info(ctx.subject),
         dataset={
             **ds.info.as_dict(),
             "n_train": int(ds.x_train.shape[0]),

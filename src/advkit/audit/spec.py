@@ -18,6 +18,10 @@ bombs) and validated with pydantic; every problem becomes one
                                           # or {class: "my_net:Net", kwargs: {...},
                                           #     weights: w.safetensors}: YOUR code, imported
                                           #     from the spec's folder (advkit.models.user_class)
+                                          # or {url: http://127.0.0.1:8000/predict, budget: 5000,
+                                          #     api_key_env: MY_KEY, query_log: queries.jsonl}:
+                                          #     a model behind an API (advkit.targets.http; black
+                                          #     box: score- or decision-based attacks only)
     evaluation: {n_samples: 360, batch_size: 256}
     attacks:
       - {name: fgsm, norm: inf, eps: [0.0, 0.05, 0.1, 0.2, 0.3]}
@@ -352,8 +356,10 @@ def load_spec(path: str | Path) -> tuple[AuditSpec, str]:
             sub = sub.model_copy(update={"path": str(p.parent / sub.path)})
             spec = spec.model_copy(update={part: sub})
     model = spec.model
-    if model.weights is not None and not Path(model.weights).is_absolute():
-        model = model.model_copy(update={"weights": str(p.parent / model.weights)})
+    for name in ("weights", "query_log", "api_key_file"):
+        value = getattr(model, name)
+        if value is not None and not Path(value).is_absolute():
+            model = model.model_copy(update={name: str(p.parent / value)})
     model._spec_dir = str(p.parent.resolve())
     spec = spec.model_copy(update={"model": model})
     from advkit.audit.families.base import get

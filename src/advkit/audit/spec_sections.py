@@ -96,6 +96,29 @@ class ModelSpec(_Strict):
     weight_decay: float | None = Field(default=None, ge=0)
     lr_milestones: list[int] | None = None  # lr_schedule step: epochs after which lr x 0.1
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    # a model behind a prediction API (advkit.targets.http.HttpTarget): no weights, black box
+    url: str | None = None
+    input_shape: list[int] | None = None  # checked against the dataset's
+    n_classes: int | None = Field(default=None, ge=2)
+    output: str = "probabilities"  # or labels: what the API answers
+    inputs_field: str = "inputs"
+    output_field: str | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    max_batch: int = Field(default=64, ge=1)
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    api_key_header: str = "Authorization"
+    api_key_prefix: str = "Bearer "
+    timeout_s: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=6, ge=0, le=100)
+    backoff_s: float = Field(default=0.1, ge=0)
+    max_wait_s: float = Field(default=30.0, ge=0)
+    rate_limit: float | None = Field(default=None, gt=0)
+    concurrency: int = Field(default=1, ge=1, le=64)
+    query_log: str | None = None
+    offline: bool = False
+    budget: int | None = Field(default=None, ge=1)
+    price_per_query: float | None = Field(default=None, ge=0)
 
     _spec_dir: str | None = PrivateAttr(default=None)  # set by load_spec: the spec's folder
 
@@ -113,6 +136,21 @@ class ModelSpec(_Strict):
     def _one_source(self):
         from advkit.models.user_class import source_problem
 
+        if self.url is not None:
+            if any(v is not None for v in (self.zoo, self.path, self.class_, self.weights)):
+                raise ValueError("a url model is queried through its API: give no zoo, path, "
+                                 "class or weights with url")
+            if self.output not in ("probabilities", "labels"):
+                raise ValueError("output must be 'probabilities' or 'labels' (what the API "
+                                 "answers)")
+            if self.api_key_env is not None and self.api_key_file is not None:
+                raise ValueError("give either api_key_env or api_key_file, not both")
+            return self
+        api = sorted(f for f in API_FIELDS if getattr(self, f)
+                     != ModelSpec.model_fields[f].get_default(call_default_factory=True))
+        if api:
+            raise ValueError(f"{', '.join(api)} only apply to a model behind an API: add url "
+                             "(e.g. url: http://127.0.0.1:8000/predict) or remove them")
         if problem := source_problem(self.zoo, self.path, self.class_, self.weights):
             raise ValueError(problem)
         if self.allow_dangerous and not self.trust_pickle:
@@ -129,6 +167,12 @@ class ModelSpec(_Strict):
             except AdvkitError as exc:
                 raise ValueError(str(exc)) from None
         return self
+
+
+API_FIELDS = ("input_shape", "n_classes", "output", "inputs_field", "output_field", "extra_body",
+              "max_batch", "api_key_env", "api_key_file", "api_key_header", "api_key_prefix",
+              "timeout_s", "retries", "backoff_s", "max_wait_s", "rate_limit", "concurrency",
+              "query_log", "offline", "budget", "price_per_query")
 
 
 class EvasionVerdictSpec(_Strict):

@@ -59,7 +59,9 @@ def load_subject(spec: AuditSpec, *, progress: bool | None = None) -> AuditSubje
                   dataclasses.replace(ds.info, bounds=(0.0, 1.0)))  # before any training
     if spec.model.path is not None:
         check_path(spec.model.path, "model.path")
-    if spec.model.zoo is not None:
+    if spec.model.url is not None:
+        target, info, sha = api_target(spec, ds)
+    elif spec.model.zoo is not None:
         model, info = trained_zoo_model(ds, spec.model, seed=spec.seed, progress=progress)
         sha = sha256_state_dict(model.state_dict())
     else:
@@ -80,9 +82,48 @@ def load_subject(spec: AuditSpec, *, progress: bool | None = None) -> AuditSubje
             "kind": loaded.kind,
             **loaded.config,
         }
-    target = target_for(model, ds, batch_size=spec.evaluation.batch_size)
+    if spec.model.url is None:
+        target = target_for(model, ds, batch_size=spec.evaluation.batch_size)
     if space is not None:
         target = FeatureSpaceTarget(target)
     return AuditSubject(ds, target, info, sha)
 
 
+def api_target(spec: AuditSpec, ds: Dataset):
+    """The HttpTarget of a ``model: {url: ...}`` spec, its report info and its identity (a hash
+    of the URL and what it answers: the store keeps results per API)."""
+    import hashlib
+    import json
+
+    from advkit.errors import AuditSpecError
+    from advkit.targets.http import HttpTarget, public_url
+
+    m, contract = spec.model, ds.contract()
+    if m.input_shape is not None and tuple(m.input_shape) != contract.shape:
+        raise AuditSpecError(f"model.input_shape {m.input_shape} is not the dataset's input shape "
+                             f"{list(contract.shape)}; fix: audit the API with the data it takes")
+    if m.n_classes is not None and m.n_classes != contract.n_classes:
+        raise AuditSpecError(f"model.n_classes {m.n_classes} is not the dataset's "
+                             f"{contract.n_classes} classes; fix: audit the API with its own data")
+    fields = ("url", "output", "inputs_field", "output_field", "extra_body", "max_batch",
+              "api_key_env", "api_key_file", "api_key_header", "api_key_prefix", "timeout_s",
+              "retries", "backoff_s", "max_wait_s", "rate_limit", "concurrency", "query_log",
+              "offline", "budget", "price_per_query")
+    target = HttpTarget(contract=contract, batch_size=spec.evaluation.batch_size, seed=spec.seed,
+                        **{f: getattr(m, f) for f in fields})
+    target.announce_cost()
+    info = {"name": public_url(m.url), "source": public_url(m.url), "kind": "http api",
+            **target.describe()}
+    ident = {"url": public_url(m.url), "output": m.output, "shape": list(contract.shape),
+             "n_classes": contract.n_classes}
+    return target, info, hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def query_accounting(target: Target) -> dict | None:
+    """The exact query accounting of the API behind ``target`` (through any wrappers), or None
+    for an in-process model."""
+    while isinstance(target, Target):
+        if callable(getattr(target, "accounting", None)):
+            return target.accounting()
+        target = getattr(target, "inner", None)
+    return None

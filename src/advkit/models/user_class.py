@@ -73,8 +73,9 @@ def _forget_shadowed(module: str, code_dir: Path) -> None:
 def source_problem(zoo, path, class_path, weights) -> str | None:
     """What is wrong with a spec's model section as a whole (one source; class with weights)."""
     if sum(v is not None for v in (zoo, path, class_path)) != 1:
-        return ("give exactly one of 'zoo' (train a zoo model), 'path' (a saved model) or "
-                "'class' (your own torch class, with 'weights': a safetensors file)")
+        return ("give exactly one of 'zoo' (train a zoo model), 'path' (a saved model), "
+                "'class' (your own torch class, with 'weights': a safetensors file) or 'url' (a "
+                "model behind a prediction API)")
     if (class_path is None) != (weights is None):
         return ("'class' and 'weights' go together: class: 'my_net:Net' names your nn.Module "
                 "(my_net.py beside the spec), weights: w.safetensors its state dict "
