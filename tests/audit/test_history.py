@@ -237,7 +237,7 @@ def test_processes_creating_one_new_history_at_once_all_see_it_whole(tmp_path):
         hist = tmp_path / f"h{trial}.sqlite"
         start = threading.Barrier(6)
 
-        def opener():
+        def opener(hist=hist, start=start):
             try:
                 start.wait()
                 with History(hist):
