@@ -188,11 +188,12 @@ class PrivacyFamily(Family):
         recipe = None
         if needs_refs:
             if spec.model.zoo is None:
+                given = short(spec.model.path or spec.model.class_)
                 raise AuditSpecError(
                     f"privacy: {needs_refs[0].key} needs reference models trained like the "
-                    f"audited one, and the model comes from {short(spec.model.path or spec.model.class_)}, "
-                    "which advkit cannot retrain: give a recipe (model: {zoo: NAME, epochs: N}) "
-                    "or keep to the loss and entropy attacks")
+                    f"audited one, and the model comes from {given}, which advkit cannot "
+                    "retrain: give a recipe (model: {zoo: NAME, epochs: N}) or keep to the loss "
+                    "and entropy attacks")
             recipe = recipe_for(spec).as_dict()
         common = {"members": sec.members}
         out, refs = [], {}
