@@ -25,7 +25,7 @@ def _plan(name: str, quick: bool) -> dict:
 def test_preset_list_names_each_with_one_line(capsys):
     assert run(["audit", "--preset", "list"]) == 0
     out = capsys.readouterr().out
-    for name in ("full", "backdoor", "evasion-defense"):
+    for name in ("full", "backdoor", "evasion-defense", "privacy"):
         assert any(line.startswith(name) for line in out.splitlines()), out
     assert "every threat family on digits" in out
 
@@ -100,6 +100,34 @@ def test_backdoor_quick_preset_end_to_end(tmp_path, monkeypatch, capsys):
     again = json.loads((out / "report.json").read_text())
     assert again["manifest"]["scenarios_run"] == 0
     assert [s["metrics"] for s in again["scenarios"]] == [s["metrics"] for s in doc["scenarios"]]
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_privacy_preset_plans_membership_and_extraction(quick):
+    plan = _plan("privacy", quick)
+    n = 4 if quick else 16
+    assert plan["privacy/membership/lira"].deps == (f"privacy/references/n={n}",)
+    assert plan["privacy/membership/rmia"].deps == (f"privacy/references/n={n}",)
+    assert {"privacy/membership/loss", "privacy/membership/entropy"} <= set(plan)
+    assert any(i.startswith("extraction/copycat/queries=") for i in plan)
+
+
+@pytest.mark.slow
+def test_privacy_quick_preset_end_to_end(tmp_path, monkeypatch):
+    """The quick privacy audit through the CLI: the overfit MLP leaks membership (LiRA and RMIA
+    above LOSS in AUC), Copycat's fidelity rises from 30 to 300 queries."""
+    monkeypatch.setenv("ADVKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CI", "true")
+    out = tmp_path / "out"
+    assert run(["audit", "--preset", "privacy", "--quick", "--out", str(out)]) == 0
+    doc = json.loads((out / "report.json").read_text())
+    sc = {s["id"]: s["metrics"] for s in doc["scenarios"]}
+    loss = sc["privacy/membership/loss"]["auc"]
+    assert 0.5 < loss < sc["privacy/membership/lira"]["auc"] < sc["privacy/membership/rmia"]["auc"]
+    fid = [sc[f"extraction/copycat/queries={q}"]["fidelity_test"]["value"] for q in (30, 300)]
+    assert fid[1] > fid[0] + 0.1
+    assert {v["threat"]: v["status"] for v in doc["verdicts"]} == {"privacy": "vulnerable",
+                                                                  "extraction": "vulnerable"}
 
 
 @pytest.mark.slow

@@ -84,6 +84,7 @@ class Plot:
     series: list[Series]
     kind: str = "line"  # line | hist | scatter | bar
     ylim: tuple[float, float] | None = None
+    scale: str = "linear"  # linear | loglog (both axes logarithmic: a ROC curve's low-FPR end)
 
 
 @dataclass

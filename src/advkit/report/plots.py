@@ -87,6 +87,12 @@ def plot_figure(plot: Plot, *, size: tuple[float, float] = PLOT_SIZE) -> Figure:
     ax.set_title(plot.title)
     ax.set_xlabel(plot.xlabel)
     ax.set_ylabel(plot.ylabel)
+    if plot.scale == "loglog":  # non-positive values are left out of a log axis
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    elif plot.scale != "linear":
+        raise ReportFormatError(f"plot {plot.title!r} has scale {plot.scale!r}; use linear or "
+                                "loglog")
     if plot.ylim is not None:
         ax.set_ylim(*plot.ylim)
     ax.grid(True, alpha=0.3, linewidth=0.6)
@@ -123,7 +129,8 @@ def _checked(plot: Plot, s: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray 
 def _line_or_scatter(ax, plot: Plot, s: Series) -> None:
     x, y, lo, hi = _checked(plot, s)
     if plot.kind == "line":
-        (line,) = ax.plot(x, y, marker="o", markersize=3.5, linewidth=1.4, label=s.label or None)
+        marker = "o" if len(x) <= 60 else None  # a dense curve (a ROC) is drawn as a line
+        (line,) = ax.plot(x, y, marker=marker, markersize=3.5, linewidth=1.4, label=s.label or None)
         if lo is not None:
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.18, linewidth=0)
     else:

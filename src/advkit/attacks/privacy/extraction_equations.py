@@ -313,9 +313,11 @@ class EquationSolving:
             return _Softmax(lin, False)
         from advkit.models.zoo import build
 
-        rescale = [o.lo.tolist(), o.hi.tolist()]
+        # per-feature rescaling applies to flat (tabular) inputs; image pixels come as they are
+        rescale = ({"input_range": [o.lo.tolist(), o.hi.tolist()]}
+                   if len(o.input_shape) == 1 else {})
         m = build("mlp", input_shape=o.input_shape, n_classes=k, generator=generator,
-                  hidden=tuple(self.hidden), input_range=rescale)
+                  hidden=tuple(self.hidden), **rescale)
         return m.to(torch.float64)
 
     def _fit(self, o: QueryOracle, generator) -> EquationResult:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("supply_chain", "evasion", "backdoor", "poisoning", "defenses")
-RESERVED = ("privacy", "extraction")
+MODULES = ("supply_chain", "evasion", "backdoor", "poisoning", "defenses", "privacy", "extraction")
+RESERVED = ()
 SECTIONS = tuple(m for m in MODULES if m != "evasion") + RESERVED
 
 

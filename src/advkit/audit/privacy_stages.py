@@ -1,0 +1,215 @@
+"""How each stage of the privacy family runs (``advkit.audit.families.privacy``).
+
+- **the split** (computed once per run from the generator of ``privacy/split``): ``members``
+  points drawn from the training split (the audited model trained on all of it), as many
+  non-members drawn from the test split, and the test points left over as RMIA's population.
+- **references**: ``n_reference`` models of the recipe trained together on random halves of the
+  pool (the whole training split and the non-members), from the cache when present. The record
+  holds the cache folder, the training time and the references' mean accuracy on their members.
+- **membership**: the attack's scores of members and non-members against the audited target
+  (its probabilities only: a score-only remote target works), every score variant measured.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from advkit.audit.families.base import AuditContext
+from advkit.audit.plan import Scenario
+from advkit.errors import AuditSpecError
+from advkit.targets.features import FeatureSpaceTarget
+
+STATE = "privacy"
+FPRS = (0.001, 0.01)
+
+
+def split(ctx: AuditContext, members: int) -> dict:
+    key = (STATE, members)
+    if key in ctx.state:
+        return ctx.state[key]
+    ds = ctx.subject.dataset
+    g = ctx.generator("privacy/split")
+    tr = torch.randperm(ds.x_train.shape[0], generator=g)[:members].sort().values
+    te = torch.randperm(ds.x_test.shape[0], generator=g)
+    non, pop = te[:members].sort().values, te[members:].sort().values
+    ctx.state[key] = {
+        "x_in": ds.x_train[tr], "y_in": ds.y_train[tr], "in_idx": tr,
+        "x_out": ds.x_test[non], "y_out": ds.y_test[non],
+        "x_pop": ds.x_test[pop], "y_pop": ds.y_test[pop],
+        # the reference models' pool: the whole training split, then the non-members
+        "x_pool": torch.cat([ds.x_train, ds.x_test[non]]),
+        "y_pool": torch.cat([ds.y_train, ds.y_test[non]]),
+    }
+    return ctx.state[key]
+
+
+def check_data(plan: list[Scenario], ctx: AuditContext) -> None:
+    """Refuse, before any stage runs, more members than the splits hold."""
+    ds = ctx.subject.dataset
+    n_tr, n_te = ds.x_train.shape[0], ds.x_test.shape[0]
+    for sc in plan:
+        m = sc.params["members"]
+        if m > n_tr or m >= n_te:
+            raise AuditSpecError(
+                f"privacy.members: {m} members and as many non-members need {m} training and "
+                f"more than {m} test points; the data {ds.info.name!r} has {n_tr} and {n_te}: "
+                f"lower members to at most {min(n_tr, n_te - 1)}")
+        if sc.attack == "rmia":
+            pop = sc.params["settings"].get("n_population")
+            if pop is not None and pop > n_te - m:
+                raise AuditSpecError(
+                    f"privacy: {sc.id}: n_population {pop} is more than the {n_te - m} test "
+                    f"points left after the {m} non-members; lower it or remove it")
+
+
+def _target_probs(ctx: AuditContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    from advkit.attacks.privacy.common import query
+
+    t = ctx.subject.target
+    xt = t.to_unit(x) if isinstance(t, FeatureSpaceTarget) else t.check_inputs(x)
+    p, _ = query(t, xt, y)
+    return p
+
+
+def _recipe(sc: Scenario):
+    from advkit.models.cache import Recipe
+
+    return Recipe(**sc.params["recipe"])
+
+
+def references(sc: Scenario, ctx: AuditContext, n_models: int):
+    """(ShadowModels, facts) of ``n_models`` references of the recipe: cached, else trained."""
+    import advkit
+    from advkit.attacks.privacy.shadow import ShadowTrainer
+    from advkit.audit.families.privacy import load_references, store_references
+    from advkit.models.cache import _data_hash, cache_folder
+    from advkit.models.zoo import build, kwargs_for_data
+
+    key = (STATE, "refs", n_models)
+    if key in ctx.state:
+        return ctx.state[key]
+    d = split(ctx, sc.params["members"])
+    info = ctx.subject.dataset.info
+    r = _recipe(sc)
+    kwargs = kwargs_for_data(r.zoo, r.kwargs, info)
+    trainer = ShadowTrainer(n_models=n_models, epochs=r.epochs, batch_size=r.batch_size, lr=r.lr,
+                            weight_decay=r.weight_decay)
+    sid = f"privacy/references/n={n_models}"
+    config = {"recipe": {**r.as_dict(), "kwargs": kwargs}, "n_models": n_models,
+              "seed": ctx.seed, "stage": sid, "advkit": advkit.__version__,
+              "pool_sha256": _data_hash(d["x_pool"], d["y_pool"])}
+    folder = cache_folder("references", r.zoo, config)
+    refs, t0, trained_now = load_references(folder), time.perf_counter(), False
+    if refs is None:
+        def make(g):
+            return build(r.zoo, input_shape=tuple(info.shape), n_classes=info.n_classes,
+                         generator=g, **kwargs)
+
+        refs = trainer.train(make, d["x_pool"], d["y_pool"], generator=ctx.generator(sid))
+        store_references(refs, folder, info, {"references": config})
+        trained_now = True
+    notes = []
+    if r.optimizer != "adam" or r.lr_schedule != "constant":
+        notes.append(f"reference models are trained with Adam at a constant rate {r.lr:g} (the "
+                     f"recipe says {r.optimizer}, {r.lr_schedule})")
+    facts = {"cache": str(folder), "trained_now": trained_now,
+             "seconds_train_or_load": time.perf_counter() - t0, "notes": notes}
+    ctx.state[key] = (refs, facts)
+    return refs, facts
+
+
+def _member_accuracy(refs, d) -> float:
+    pred = refs.logits(d["x_pool"]).argmax(-1)  # (M, N)
+    ok = (pred == d["y_pool"][None]) & refs.masks
+    return float(ok.sum() / refs.masks.sum())
+
+
+def _thin_roc(roc: dict) -> dict:
+    """At most ROC_POINTS points of a ROC curve, log-spaced in FPR (its low end matters)."""
+    from advkit.audit.families.privacy import ROC_POINTS
+
+    fpr, tpr = np.asarray(roc["fpr"], float), np.asarray(roc["tpr"], float)
+    if fpr.size <= ROC_POINTS:
+        return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+    lo = max(float(fpr[fpr > 0].min()) if (fpr > 0).any() else 1e-6, 1e-6)
+    grid = np.unique(np.concatenate([[0.0], np.geomspace(lo, 1.0, ROC_POINTS - 1)]))
+    idx = np.unique(np.clip(np.searchsorted(fpr, grid, side="right") - 1, 0, fpr.size - 1))
+    return {"fpr": fpr[idx].tolist(), "tpr": tpr[idx].tolist()}
+
+
+def _metrics(scores: torch.Tensor, n_in: int) -> dict:
+    from advkit.evaluation.privacy import membership_metrics
+
+    s = scores.detach().cpu().double()
+    m = membership_metrics(s[:n_in], s[n_in:], fprs=FPRS, keep_roc=True).to_dict()
+    m["roc"] = _thin_roc(m["roc"])
+    return m
+
+
+def run_stage(sc: Scenario, ctx: AuditContext) -> dict:
+    d = split(ctx, sc.params["members"])
+    if sc.kind == "references":
+        refs, facts = references(sc, ctx, sc.params["n_reference"])
+        return {"n_reference": refs.n_models, "pool": int(d["x_pool"].shape[0]),
+                "member_accuracy": _member_accuracy(refs, d), **facts}
+    return _membership(sc, ctx, d)
+
+
+def _membership(sc: Scenario, ctx: AuditContext, d: dict) -> dict:
+    from advkit.attacks.privacy.common import logit_confidence, logit_confidence_from_logits
+    from advkit.audit.families.privacy import _algorithms
+
+    algo_cls, _ = _algorithms()[sc.attack]
+    algo = algo_cls(**sc.params["algorithm"])
+    settings = sc.params["settings"]
+    x = torch.cat([d["x_in"], d["x_out"]])
+    y = torch.cat([d["y_in"], d["y_out"]])
+    n_in = int(d["y_in"].shape[0])
+    p = _target_probs(ctx, x, y)
+    rec = {"label": sc.params["label"], "params": {**sc.params["algorithm"], **settings},
+           "n_members": n_in, "n_nonmembers": int(d["y_out"].shape[0]), "notes": []}
+    correct = p.argmax(1) == y
+    rec["train_accuracy"] = float(correct[:n_in].double().mean())
+    rec["test_accuracy"] = float(correct[n_in:].double().mean())
+    if sc.attack in ("loss", "entropy"):
+        variants = {sc.attack: algo.scores_from_probabilities(p, y)}
+        headline = sc.attack
+    else:
+        refs, facts = references(sc, ctx, settings["n_reference"])
+        n_tr = ctx.subject.dataset.x_train.shape[0]
+        idx = torch.cat([d["in_idx"], n_tr + torch.arange(rec["n_nonmembers"])])
+        mask = refs.masks.cpu()[:, idx]
+        rec["reference_cache"] = facts["cache"]
+        rec["notes"] += facts["notes"]
+        if sc.attack == "lira":
+            res = algo.scores_from_confidences(
+                logit_confidence(p, y), logit_confidence_from_logits(refs.logits(x), y), mask)
+            variants, rec["notes"] = dict(res.scores), rec["notes"] + res.notes
+        else:
+            n_pop = settings.get("n_population") or int(d["y_pop"].shape[0])
+            z, yz = d["x_pop"][:n_pop], d["y_pop"][:n_pop]
+            pz = _target_probs(ctx, z, yz)
+            rx = torch.softmax(refs.logits(x).double(), -1)
+            rz = torch.softmax(refs.logits(z).double(), -1)
+
+            def true(q, lab):
+                return q.gather(-1, lab.expand(*q.shape[:-1])[..., None]).squeeze(-1)
+
+            variants = algo.scores_from_probabilities(true(p, y), true(rx, y), true(pz, yz),
+                                                      true(rz, yz), mask)
+            rec["n_population"] = n_pop
+        headline = settings["variant"]
+        if headline not in variants:
+            fallback = next(iter(variants))
+            rec["notes"].append(f"variant {headline} could not be computed; judged: {fallback}")
+            headline = fallback
+    rec["headline"] = headline
+    rec["variants"] = {k: _metrics(v, n_in) for k, v in variants.items()}
+    for k, v in rec["variants"].items():
+        if not math.isfinite(v["auc"]):
+            rec["notes"].append(f"{k}: AUC undefined")
+    return rec
