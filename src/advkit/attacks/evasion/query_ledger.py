@@ -28,7 +28,7 @@ class Ledger:
         self.x, self.p, self.max_queries = x, p, max_queries
         self.used = torch.zeros(n, dtype=torch.int64, device=x.device)
         self.best = x.clone()
-        self.best_norm = torch.full((n,), math.inf, device=x.device)
+        self.best_norm = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
         self.attacked = torch.ones(n, dtype=torch.bool, device=x.device)
         self._events: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -57,15 +57,15 @@ class Ledger:
         self.attacked = ~done
         self.best_norm[done] = 0.0
         idx = torch.nonzero(done).squeeze(1)
-        self._events.append((idx, self.used[idx].clone(), torch.zeros(idx.numel(),
-                                                                      device=self.x.device)))
+        self._events.append((idx, self.used[idx].clone(),
+                             torch.zeros(idx.numel(), device=self.x.device, dtype=self.x.dtype)))
 
     def curves(self) -> dict[str, torch.Tensor]:
         """``success_by_query[q]``: share of the points with an adversarial point after q + 1
         queries; ``median_norm_by_query[q]``: median over the attacked points of the smallest
         norm found after q + 1 queries (inf while fewer than half have one)."""
         n, q = self.used.numel(), self.max_queries
-        grid = torch.full((n, q), math.inf, device=self.x.device)
+        grid = torch.full((n, q), math.inf, device=self.x.device, dtype=self.x.dtype)
         for idx, at, d in self._events:
             col = (at - 1).clamp(0, q - 1)
             cur = grid[idx, col]
@@ -75,7 +75,7 @@ class Ledger:
         if bool(self.attacked.any()):
             median = grid[self.attacked].quantile(0.5, dim=0, interpolation="lower")
         else:
-            median = torch.zeros(q, device=self.x.device)
+            median = torch.zeros(q, device=self.x.device, dtype=self.x.dtype)
         return {"success_by_query": success, "median_norm_by_query": median}
 
     def extra(self, exhausted: str | None) -> dict:
