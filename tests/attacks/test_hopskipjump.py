@@ -109,6 +109,20 @@ def test_on_a_torch_cnn_untargeted_and_targeted():
     assert torch.all(tgt.adv_pred[tgt.success] == 2)
 
 
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_without_noise_it_starts_from_another_class_of_the_batch(breast_cancer_boosting, norm):
+    target, x, y = breast_cancer_boosting
+    assert (y == 0).any() and (y == 1).any()
+    res = HopSkipJump(norm=norm, init_tries=0, max_queries=300).attack(target, x, y,
+                                                                       generator=_gen())
+    assert res.success.all()
+    # no noise query: the start is a batch input of the other class, then the binary search
+    # (whose end is nearer than that input)
+    nearest = torch.cdist(x, x[y != y[0]][:1]).squeeze(1) if norm == "l2" else None
+    assert nearest is None or float(res.distance[0]) <= float(nearest[0]) + 1e-6
+    assert res.extra["success_by_query"][0] == 1.0  # adversarial as soon as the clean pass ends
+
+
 def test_already_wrong_points_cost_one_query_and_stay_put(breast_cancer_boosting):
     target, x, y = breast_cancer_boosting
     res = HopSkipJump(max_queries=100).attack(target, x, 1 - y, generator=_gen())

@@ -79,6 +79,14 @@ def test_dct_and_pixel_on_a_torch_cnn():
     assert mean_q["dct"] < mean_q["pixel"]
 
 
+def test_dct_on_tabular_inputs_is_refused(breast_cancer_boosting):
+    target, x, y = breast_cancer_boosting
+    q0 = target.queries
+    with pytest.raises(InvalidParameterError, match="basis.*images"):
+        SimBA(basis="dct").attack(target, x, y, generator=_gen())
+    assert target.queries == q0  # refused before any query
+
+
 @pytest.mark.parametrize("bad", [{"step": 0.0}, {"basis": "wavelet"}, {"max_queries": 1}])
 def test_bad_parameters_raise_typed_errors(bad):
     with pytest.raises(InvalidParameterError, match=next(iter(bad))):

@@ -24,7 +24,7 @@ import torch
 
 from advkit.attacks.base import EvasionAttack, Perturbed
 from advkit.attacks.evasion.query_ledger import Ledger
-from advkit.errors import BudgetExhausted
+from advkit.errors import BudgetExhausted, InvalidParameterError
 from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.threat_tags import BLACK_BOX_EVASION
@@ -78,7 +78,11 @@ class SimBA(EvasionAttack):
         """(order, to_input): the coordinate order and a map from coordinate ids to unit
         directions in input space (rows of the basis)."""
         d = math.prod(shape)
-        if self.basis == "pixel" or len(shape) < 2:
+        if self.basis == "dct" and len(shape) < 2:
+            raise InvalidParameterError(
+                "basis", "dct", f"'pixel' for inputs of shape {shape} (the DCT basis is 2-D: it "
+                "needs images, shape (C, H, W) or (H, W))", owner="SimBA")
+        if self.basis == "pixel":
             order = _perm(d, generator, device)
             return order, lambda ids: torch.nn.functional.one_hot(ids, d).to(dtype)
         c = math.prod(shape[:-2])
@@ -107,11 +111,11 @@ class SimBA(EvasionAttack):
         led = Ledger(flat, 2.0, self.max_queries)
         lab = goal.labels_for(y)
         sign = -1.0 if goal.targeted else 1.0  # minimise sign * p_label
+        order, to_input = self._directions(shape, generator, x.device, x.dtype)  # before a query
         probs = self._probs(target, flat, shape)
         clean_pred = probs.argmax(1).to(y.device)
         led.spend(torch.arange(n, device=x.device))
         led.settle(goal.success(clean_pred, y))
-        order, to_input = self._directions(shape, generator, x.device, x.dtype)
         idx = torch.nonzero(led.attacked).squeeze(1)
         cur = flat[idx].clone()
         best = sign * probs[idx].gather(1, lab[idx, None]).squeeze(1)
