@@ -135,3 +135,14 @@ def test_already_wrong_points_cost_one_query_and_stay_put(breast_cancer_boosting
 def test_bad_parameters_raise_typed_errors(bad):
     with pytest.raises(InvalidParameterError, match=next(iter(bad))):
         HopSkipJump(**bad)
+
+
+def test_gradient_estimate_in_chunks_gives_the_same_result(monkeypatch):
+    import advkit.attacks.evasion.hopskipjump as hsj
+
+    target, x, y = toy_image_target(seed=0, n=6)
+    whole = HopSkipJump(max_queries=250).attack(target, x, y, generator=_gen())
+    monkeypatch.setattr(hsj, "_CHUNK", 64 * 100 * 2)  # two points per draw
+    chunked = HopSkipJump(max_queries=250).attack(target, x, y, generator=_gen())
+    assert torch.equal(whole.x_adv, chunked.x_adv)
+    assert torch.equal(whole.extra["queries"], chunked.extra["queries"])

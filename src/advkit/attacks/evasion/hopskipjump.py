@@ -46,6 +46,8 @@ from advkit.registry import register
 from advkit.threat_tags import BLACK_BOX_EVASION
 from advkit.threats import lp_norm, parse_norm
 
+_CHUNK = 1 << 24  # elements of one gradient-estimate draw
+
 
 def estimate_direction(oracle: LabelOracle, idx: torch.Tensor, xb: torch.Tensor,
                        delta: torch.Tensor, evals: torch.Tensor, bounds, generator) -> torch.Tensor:
@@ -141,7 +143,12 @@ class HopSkipJump(EvasionAttack):
             else:
                 delta = (math.sqrt(d) if p == 2 else d) * theta * dist
             delta = delta.clamp_min(1e-10 * (hi - lo))
-            grad = estimate_direction(oracle, idx, cur, delta, evals, bounds, generator)
+            # in chunks of points, so that the (points, directions, d) draw stays ~64 MB
+            rows = max(1, _CHUNK // (int(evals.max()) * d))
+            grad = torch.cat([
+                estimate_direction(oracle, idx[i:i + rows], cur[i:i + rows], delta[i:i + rows],
+                                   evals[i:i + rows], bounds, generator)
+                for i in range(0, idx.numel(), rows)])
             if p == 2:
                 v = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
             else:
