@@ -10,8 +10,8 @@ batch the target already answers wrongly for this point), each iteration t = 1, 
 2. gradient-direction estimate at x_t from B_t = B_0·sqrt(t) (capped at ``max_evals``) random unit
    directions u_b at radius δ_t, each answered by one label query φ_b = ±1:
    ∇ ≈ Σ (φ_b - mean φ) u_b / (B_t - 1) (the paper's baseline; the mean itself when every φ_b
-   agrees), with δ_1 = 0.1·(hi - lo) and then δ_t = sqrt(d)·θ·‖x_{t-1} - x*‖_2 (L2) or
-   d·θ·‖x_{t-1} - x*‖_∞ (L∞);
+   agrees), with δ_t = sqrt(d)·θ·‖x_{t-1} - x*‖_2 (L2) or d·θ·‖x_{t-1} - x*‖_∞ (L∞), and
+   δ_1 = 0.1·(hi - lo) (our choice for the first estimate, where no earlier distance exists);
 3. the update direction v = ∇/‖∇‖_2 (L2) or sign(∇) (L∞), and the geometric stepsize search:
    ξ = ‖x_t - x*‖_p / sqrt(t), halved until x_t + ξ·v (clipped to the bounds) is adversarial.
 
