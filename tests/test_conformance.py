@@ -9,7 +9,7 @@ from advkit.testing import check_entry, check_evasion_attack, toy_image_target, 
 
 EVASION = registry.list("evasion")
 # attacks whose paper defaults take minutes on the toy; the behaviour is the same at these budgets
-FAST = {"cw-l2": {"binary_search_steps": 3, "max_iter": 50}}
+FAST = {"cw-l2": {"binary_search_steps": 3, "max_iter": 50}, "boundary": {"max_queries": 300}}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Capability-aware plans (issue 11, item 6): the plan is checked against what the target answers
 before any scenario runs; attacks advkit chose adapt (and the report says so), attacks the user
 named run as named or are refused in one error that lists what would work; a labels-only target
-is never told to try Square."""
+is never told to try Square (it is told to try the decision-based attacks)."""
 
 from __future__ import annotations
 
@@ -139,7 +139,9 @@ def test_explicit_request_is_one_error_listing_every_scenario_and_what_works():
         assert sid in msg
     assert "stage fgsm needs gradients" in msg
     assert "square/Linf" not in msg  # square runs: not listed as a problem
-    assert "attacks that run on this target: square (needs probabilities)" in msg
+    assert "attacks that run on this target: " in msg
+    for works in ("square (needs probabilities)", "hopskipjump (needs labels)"):
+        assert works in msg
     assert "adapt: true" in msg
 
 
@@ -169,16 +171,31 @@ def test_labels_only_explicit_request_names_no_square():
         check_plan(make_plan(default_spec()), LABELS, target="SVC")
     msg = str(err.value)
     assert "square" not in msg.lower()
-    assert "labels only" in msg and "not registered yet" in msg
+    assert "offers only labels" in msg
+    assert "boundary (needs labels), hopskipjump (needs labels)" in msg  # decision-based ones
 
 
-def test_labels_only_adapted_plan_runs_nothing_and_says_so():
+def test_labels_only_adapted_plan_runs_hopskipjump_once_per_norm():
     out = check_plan(make_plan(default_spec()), LABELS, adapt=True, target="SVC")
-    assert out.plan == [] and out.working == []
+    # no decision-based attack takes an eps budget: one minimum-norm HopSkipJump run at Linf
+    # replaces every Linf scenario (its per-point norms answer every eps)
+    assert [(sc.id, sc.attack, sc.eps) for sc in out.plan] == [("hopskipjump/Linf",
+                                                                  "hopskipjump", None)]
+    assert out.plan[0].attack_params() == {"norm": "linf"}
+    assert out.working == ["boundary", "hopskipjump"]
     text = out.summary()
-    assert "No evasion attack could run" in text and "labels only" in text
+    assert "pgd needs gradients: hopskipjump ran instead once at the same norm" in text
     assert "square" not in text.lower()
     assert out.finding().severity == "warning" and not out.finding().passed
+    l2 = parse_spec({"dataset": "breast_cancer", "model": {"zoo": "mlp"},
+                     "attacks": [{"name": "deepfool", "norm": "l2"}]})
+    assert [sc.id for sc in check_plan(make_plan(l2), LABELS, adapt=True).plan] == [
+        "hopskipjump/L2"]
+
+
+def test_scores_only_adapted_plan_does_not_add_decision_attacks():
+    out = check_plan(make_plan(default_spec()), SCORES, adapt=True)
+    assert {sc.attack for sc in out.plan if sc.kind == "attack"} == {"square"}
 
 
 @pytest.mark.parametrize("caps", [frozenset(c) for r in range(len(CAPABILITIES) + 1)
@@ -199,7 +216,7 @@ def test_labels_only_target_is_not_told_to_try_square(data, name):
     with pytest.raises(IncompatibleTargetError) as err:
         registry.create(name).attack(target, data.x_test[:4], data.y_test[:4])
     assert "square" not in str(err.value).replace(f"the {name} attack", "").lower()
-    assert "not registered yet" in str(err.value)
+    assert "hopskipjump (needs labels)" in str(err.value)
 
 
 def test_scores_only_target_is_told_to_try_square(data):
@@ -257,12 +274,12 @@ def test_explicit_pgd_on_a_random_forest_fails_before_anything_runs(models, tmp_
     assert code == 2 and "Traceback" not in err
     text = err[err.index("error:"):]
     assert "AuditSpecError" in text and "pgd needs gradients: pgd/Linf/eps=0.1" in text
-    assert "attacks that run on this target: square" in text
+    assert "attacks that run on this target: " in text and "square (needs probabilities)" in text
     assert "ensemble/" not in text  # the standard ensemble adapts: Square replaces APGD
     assert not (out / "report.json").exists()
 
 
-def test_labels_only_audit_explicit_is_exit_2_adapted_says_nothing_ran(models, tmp_path, capsys,
+def test_labels_only_audit_explicit_is_exit_2_adapted_runs_hopskipjump(models, tmp_path, capsys,
                                                                        monkeypatch):
     spec = _spec(models["svc"], "attacks: [{name: fgsm, eps: [0.1]}]\n", tmp_path)
     with monkeypatch.context() as m:
@@ -271,14 +288,21 @@ def test_labels_only_audit_explicit_is_exit_2_adapted_says_nothing_ran(models, t
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     text = err[err.index("error:"):]
-    assert "labels only" in text and "square" not in text.lower()
+    assert "offers only labels" in text and "square" not in text.lower()
     report = _audit(parse_spec({
-        "dataset": "breast_cancer", "evaluation": {"n_samples": 30}, "adapt": True,
+        "dataset": "breast_cancer", "evaluation": {"n_samples": 30},
+        "adapt": {"enabled": True, "params": {"hopskipjump": {"max_queries": 200}}},
         "model": {"path": str(models["svc"]), "trust_pickle": True},
         "attacks": [{"name": "fgsm", "eps": [0.1]}]}), tmp_path / "b")
-    assert all(s.kind in ("worst_case", "supply_chain") for s in report.scenarios)
-    assert any("No evasion attack could run" in sec.text for sec in report.sections)
-    assert [v.status for v in report.verdicts if v.threat == "evasion"] == ["not assessed"]
+    ran = [s for s in report.scenarios if s.kind == "evasion"]
+    assert [(s.attack, s.params["max_queries"]) for s in ran] == [("hopskipjump", 200)]
+    assert report.sections[0].title == "Attacks adapted to the target"
+    assert "fgsm needs gradients: hopskipjump ran instead once" in report.sections[0].text
+    extra = ran[0].per_sample["extra"]
+    assert len(extra["success_by_query"]) == len(extra["median_norm_by_query"]) == 200
+    titles = [p.title for sec in report.sections for p in sec.plots]
+    assert any(t.startswith("Success against queries") for t in titles)
+    assert any(t.startswith("Median perturbation norm against queries") for t in titles)
 
 
 @pytest.mark.parametrize("params,needle", [

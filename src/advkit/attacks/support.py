@@ -47,9 +47,8 @@ def none_registered(capabilities, family: str = "evasion") -> str:
     """The sentence for a target on which no registered attack of ``family`` runs."""
     has = capability_names(capabilities)
     if has <= {"labels"}:
-        return (f"no registered {family} attack runs on a target that answers labels only "
-                "(a decision-based attack such as HopSkipJump is not registered yet); audit a "
-                "model that also answers scores (probabilities or logits) or gradients")
+        return (f"no registered {family} attack runs on a target that answers labels only; "
+                "audit a model that also answers scores (probabilities or logits) or gradients")
     return f"no registered {family} attack needs only {describe(has)}"
 
 

@@ -12,9 +12,13 @@ The rule for a scenario the target cannot run:
   built-in default audit): a budgeted attack is replaced by the first registered attack that runs
   on the target at the same norm and eps (its ``suggest`` first: Square), else dropped.
 
-On a labels-only target no registered evasion attack runs yet (a decision-based attack such as
-HopSkipJump is to come): an explicit request is refused, an adapted plan drops every scenario and
-the report says plainly that no evasion attack could run.
+On a labels-only target only the decision-based attacks run (HopSkipJump, Boundary): an explicit
+request for anything else is refused; an adapted plan replaces every scenario it cannot run by one
+HopSkipJump run at the scenario's norm (Boundary where only it takes the norm): a minimum-norm
+attack, whose per-point norms answer every eps of that norm; the report says so. On a target that
+answers scores a minimum-norm scenario is dropped, not replaced: Square already replaces the
+budgeted ones, and a decision-based run on top would add its queries to every default audit of a
+model without gradients.
 """
 
 from __future__ import annotations
@@ -76,13 +80,14 @@ class CapabilityPlan:
         groups: dict[tuple, list[str]] = {}
         for c in self.changes:
             rep = c.replacement.split("/")[0] if c.action == "substituted" else c.replacement
-            groups.setdefault((c.attack, c.missing, c.action, rep, c.reason), []).append(
+            how = ("at the same budgets" if "eps=" in (c.replacement or "") else
+                   "once at the same norm (minimum norm: its per-point norms answer every eps)")
+            groups.setdefault((c.attack, c.missing, c.action, rep, c.reason, how), []).append(
                 c.scenario)
-        for (attack, missing, action, rep, reason), ids in groups.items():
+        for (attack, missing, action, rep, reason, how), ids in groups.items():
             needs, where = ", ".join(missing), _ids(ids)
             if action == "substituted":
-                lines.append(f"{attack} needs {needs}: {rep} ran instead at the same budgets "
-                             f"({where}).")
+                lines.append(f"{attack} needs {needs}: {rep} ran instead {how} ({where}).")
             elif action == "stages replaced":
                 lines.append(f"The ensemble's standard stages (APGD-CE, APGD-T) need {needs}: "
                              f"{rep} ran instead ({where}).")
@@ -96,7 +101,7 @@ class CapabilityPlan:
                 lines.append(f"{attack} needs {needs}: dropped{'' if said else ', ' + reason} "
                              f"({where}).")
         if self.changes and not self.nothing_runs:
-            lines.append("Robust accuracy measured by score-based attacks only is an upper bound "
+            lines.append("Robust accuracy measured by black-box attacks only is an upper bound "
                          "a gradient attack on the same model may lower.")
         return " ".join(lines)
 
@@ -119,8 +124,7 @@ class CapabilityPlan:
             return None
         fix = ("audit a model that offers gradients (e.g. the original PyTorch model, or a linear "
                "scikit-learn model) for white-box attacks" if self.working else
-               "audit a model that answers scores (probabilities or logits) or gradients; a "
-               "decision-based attack for labels-only targets is not registered yet")
+               "audit a model that answers scores (probabilities or logits) or gradients")
         return Finding(check="capability_plan", severity="warning", metric="scenarios adapted",
                        value=float(len({c.scenario for c in self.changes})), threshold=0.0,
                        why=self.summary(),
@@ -161,12 +165,41 @@ def _substitute(sc: Scenario, has: frozenset[str], params: dict) -> Scenario | N
     return None
 
 
+DECISION_FIRST = "hopskipjump"  # the minimum-norm replacement on a labels-only target
+
+
+def _substitute_minimum_norm(sc: Scenario, has: frozenset[str], params: dict) -> Scenario | None:
+    """On a labels-only target, a registered minimum-norm attack that runs on it at the
+    scenario's norm (HopSkipJump first), as one scenario for all the scenarios of that norm; None
+    elsewhere or when none does."""
+    from advkit.audit.plan import attack_norm
+
+    if not has <= {"labels"}:
+        return None
+    names = [n for n in runnable_attacks(has)
+             if getattr(registry.get(n).cls, "minimum_norm", False)]
+    names.sort(key=lambda n: n != DECISION_FIRST)
+    for name in names:
+        p = dict(params.get(name, {}))
+        sub = Scenario(f"{name}/{sc.norm}", name, sc.norm, None, p, label=name)
+        try:
+            if attack_norm(name, sub.attack_params()) != sc.norm:
+                continue
+        except (AdvkitError, TypeError):  # not this norm
+            continue
+        return sub
+    return None
+
+
 def _why_dropped(sc: Scenario, has: frozenset[str]) -> str:
     works = runnable_attacks(has)
     if not works:
         return none_registered(has)
     if sc.eps is None:
-        return "a minimum-norm attack, and no registered minimum-norm attack runs on this target"
+        if has <= {"labels"}:
+            return f"no minimum-norm attack that runs on this target takes {sc.norm}"
+        return ("a minimum-norm attack; a decision-based one (hopskipjump) replaces it only on a "
+                "labels-only target; name it in attacks to run it here")
     return f"no attack that runs on this target ({', '.join(works)}) takes {sc.norm} budgets"
 
 
@@ -223,7 +256,7 @@ def check_plan(plan: list[Scenario], capabilities, *, adapt: bool = False,
         elif not adapt:
             refuse(f"{sc.attack} needs {', '.join(missing)}", sc.id)
         else:
-            sub = _substitute(sc, has, params)
+            sub = _substitute(sc, has, params) or _substitute_minimum_norm(sc, has, params)
             if sub is not None:
                 replacements.append(sub)
                 out.changes.append(Change(sc.id, sc.attack, missing, "substituted", sub.id))

@@ -261,8 +261,9 @@ def _hardening_finding(d: _Defense) -> Finding:
     n = d.clean.n
     if direct is None:
         return Finding(severity="warning", value=None, threshold=None, scenario=r["id"],
-                       why=f"{d.key} answers labels only: no registered attack runs through it "
-                           "(a decision-based attack is not registered yet); the undefended "
+                       why=f"{d.key} answers labels only: no registered budgeted attack runs "
+                           "through it (the decision-based ones, hopskipjump and boundary, are "
+                           "minimum-norm and are not run here); the undefended "
                            f"model's adversarial examples still leave only {t.value:.3f} robust",
                        **common)
     fired = gap > 1

@@ -1,9 +1,10 @@
 """Report sections and findings for evasion scenarios.
 
 Curves of robust accuracy against eps per attack and for the worst case (ensemble), curves derived
-from minimum-norm attacks' per-point norms, the distribution of those norms, success against
-queries, the universal perturbation and patch as images, the ensemble's per-stage contributions,
-an example grid, and the validity checks of ``advkit.evaluation.checks``.
+from minimum-norm attacks' per-point norms, the distribution of those norms, success and median
+norm against queries (query-based attacks), the universal perturbation and patch as images, the
+ensemble's per-stage contributions, an example grid, and the validity checks of
+``advkit.evaluation.checks``.
 """
 
 from __future__ import annotations
@@ -149,26 +150,48 @@ def norm_distribution(report: Report, y, clean_pred) -> Plot | None:
     )
 
 
-def query_plot(report: Report) -> Plot | None:
+def _query_series(report: Report, key: str) -> list[Series]:
+    """One series per scenario whose attack recorded the per-query trace ``key`` (points where
+    the trace is None, e.g. no median norm yet, are left out)."""
     series = []
     for s in report.scenarios:
-        trace = s.per_sample.get("extra", {}).get("success_by_query")
-        if trace:
-            series.append(
-                Series(
-                    label=f"{s.attack} eps={s.metrics['eps']:g}",
-                    x=list(range(1, len(trace) + 1)),
-                    y=list(trace),
-                )
-            )
+        trace = s.per_sample.get("extra", {}).get(key)
+        if not trace:
+            continue
+        eps = s.metrics.get("eps")
+        label = f"{s.attack} eps={eps:g}" if eps is not None else f"{s.attack} ({_norm(s)})"
+        pts = [(q, v) for q, v in enumerate(trace, start=1) if v is not None]
+        if pts:
+            series.append(Series(label=label, x=[q for q, _ in pts], y=[v for _, v in pts]))
+    return series
+
+
+def query_plot(report: Report) -> Plot | None:
+    """Success against queries for the query-based attacks (Square, SimBA, HopSkipJump,
+    Boundary)."""
+    series = _query_series(report, "success_by_query")
     if not series:
         return None
     return Plot(
-        title="Success against queries (score-based attacks)",
+        title="Success against queries (black-box attacks)",
         xlabel="queries per point",
         ylabel="share of points fooled",
         series=series,
         ylim=(0.0, 1.0),
+    )
+
+
+def norm_query_plot(report: Report) -> Plot | None:
+    """The median norm of the best adversarial point against queries (the query-based
+    minimum-norm attacks: HopSkipJump, Boundary, SimBA)."""
+    series = _query_series(report, "median_norm_by_query")
+    if not series:
+        return None
+    return Plot(
+        title="Median perturbation norm against queries (black-box minimum-norm attacks)",
+        xlabel="queries per point",
+        ylabel="median norm over the attacked points",
+        series=series,
     )
 
 
@@ -335,7 +358,8 @@ def add_evasion_sections(
     n_findings = len(report.findings)
     points = add_worst_case(report, y, clean_pred, extra_eps)
     plots = curve_plots(report, y, clean_pred)
-    for extra_plot in (norm_distribution(report, y, clean_pred), query_plot(report)):
+    for extra_plot in (norm_distribution(report, y, clean_pred), query_plot(report),
+                       norm_query_plot(report)):
         if extra_plot is not None:
             plots.append(extra_plot)
     table = ensemble_table(report)

@@ -103,7 +103,7 @@ class Square(EvasionAttack):
     """Square Attack (Andriushchenko 2020), L∞ or L2: query-efficient score-based random search."""
 
     requires = frozenset({"probabilities"})
-    suggest = None  # nothing in advkit needs less of a target than scores (labels-only: to come)
+    suggest = None  # on a labels-only target suggestion() lists the decision-based attacks
     eps: float = param(0.1, float, lo=0, doc="radius of the Lp ball")
     norm: float | str = param(math.inf, "norm", choices=(math.inf, 2.0))
     n_queries: int = param(1000, int, lo=2, doc="the paper allows 10,000; raise it for a final "

@@ -29,15 +29,23 @@ def _generator(seed: int, sid: str) -> torch.Generator:
 
 
 # small extra outputs of attacks worth keeping in the report (images, query traces)
-_KEEP_EXTRA = ("perturbation", "patch", "fooling_rate", "success_by_query", "budget_exhausted")
+_KEEP_EXTRA = ("perturbation", "patch", "fooling_rate", "success_by_query",
+               "median_norm_by_query", "budget_exhausted")
 
 
 def _plain_extra(extra: dict) -> dict:
+    """The kept extras as JSON-able values (a non-finite number, such as the median norm while
+    fewer than half the points have an adversarial point, becomes None)."""
     out = {}
     for k in _KEEP_EXTRA:
         v = extra.get(k)
-        if v is not None:
-            out[k] = v.detach().cpu().tolist() if isinstance(v, torch.Tensor) else v
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu()
+            out[k] = ([None if not torch.isfinite(t) else t.item() for t in v.flatten()]
+                      if v.is_floating_point() and not bool(torch.isfinite(v).all())
+                      else v.tolist())
+        elif v is not None:
+            out[k] = v
     return out
 
 
