@@ -23,3 +23,21 @@ def test_wide_tables_scroll_inside_their_section():
     assert body.count('<div class="scroll">\n<table>') == body.count("<table>")
     run = body[body.index('id="run"'):]
     assert run.index('<div class="scroll">') < run.index('<table class="kv">')
+
+
+def test_the_threat_matrix_headline_is_the_figure_that_decided_the_verdict():
+    from advkit.audit.report import Verdict
+    from advkit.report.markdown import threat_matrix
+
+    report = Report(manifest={}, model={}, dataset={})
+    report.verdicts.append(Verdict(threat="privacy", status="vulnerable", rule={"text": "r"},
+                                   figures=[{"text": "loss: weak", "judged": True,
+                                             "vulnerable": False},
+                                            {"text": "lira: strong", "judged": True,
+                                             "vulnerable": True}]))
+    report.verdicts.append(Verdict(threat="extraction", status="robust", rule={"text": "r"},
+                                   figures=[{"text": "not judged", "judged": False},
+                                            {"text": "judged, held", "judged": True,
+                                             "vulnerable": False}]))
+    _, rows = threat_matrix(report)
+    assert [r[2] for r in rows] == ["lira: strong", "judged, held"]

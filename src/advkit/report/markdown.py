@@ -189,15 +189,17 @@ def verdict_view(v: Verdict | Mapping[str, Any]) -> dict[str, Any]:
 def threat_matrix(report: Report) -> tuple[list[str], list[list[str]]]:
     """The threat × verdict matrix: one row per verdict (a family that ran) with its taxonomy
     (property at risk, phase, attacker's knowledge, MITRE ATLAS technique), its headline figure
-    (the judged one, else the first) and its verdict."""
+    (the first judged one that found the model vulnerable, else the first judged one, else the
+    first) and its verdict."""
     header = ["threat", "verdict", "headline", "property", "phase", "knowledge", "ATLAS"]
     rows = []
     for raw, v in zip(getattr(report, "verdicts", None) or [], report_verdicts(report),
                       strict=False):
         t = _get(raw, "tag") or {}
         figs = v["figures"]
-        head = next((f["text"] for f in figs if f["judged"]), figs[0]["text"] if figs else
-                    v["reason"])
+        judged = [f for f in figs if f["judged"]]
+        decisive = [f for f in judged if f["vulnerable"]] or judged or figs
+        head = decisive[0]["text"] if decisive else v["reason"]
         atlas = (f"{t['atlas_id']} {t.get('atlas_name', '')}".strip() if t.get("atlas_id")
                  else MISSING)
         rows.append([v["threat"], v["label"], head, t.get("property", MISSING),
