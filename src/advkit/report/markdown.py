@@ -318,7 +318,7 @@ def render_markdown(report: Report) -> str:
     counts = {s: sum(f.severity == s for f in failed) for s in reversed(SEVERITIES)}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no check failed"
     plural = "" if len(passed) == 1 else "s"
-    lines += ["## Evaluation checks", "",
+    lines += ["## Findings and checks", "",
               f"{summary}; {len(passed)} check{plural} passed, {len(skipped)} skipped.", ""]
     for f in failed:
         where = f" ({f.scenario})" if f.scenario else ""
