@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel, ValidationError
 
 from advkit.audit.plan import Scenario
 from advkit.audit.report import Report, ScenarioResult
-from advkit.errors import AuditSpecError
+from advkit.errors import AuditSpecError, short
 
 
 @dataclass
@@ -51,6 +52,34 @@ class AuditContext:
     @staticmethod
     def generator_for(seed: int, sid: str) -> torch.Generator:
         return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(sid.encode())) % 2**63)
+
+
+def validation_message(exc: ValidationError, module: str) -> str:
+    """A pydantic error as ``field: what is wrong`` parts; an unknown field points at the module
+    ``advkit.audit.families.MODULE`` that declares the section."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field (check the spelling; see advkit.audit.families.{module})"
+        elif err["type"].endswith(("_type", "_parsing")):
+            msg += f" (got {type(err['input']).__name__} {short(err['input'], 60)})"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def validate_section(model: type[BaseModel], data: Any, *, source: str, module: str,
+                     expected: str) -> Any:
+    """``data`` (a family's raw spec section) validated as ``model``; AuditSpecError naming the
+    field otherwise. ``expected`` says what the mapping holds, for the not-a-mapping error."""
+    if not isinstance(data, dict):
+        raise AuditSpecError(f"{source}: expected a mapping with {expected}, got "
+                             f"{type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise AuditSpecError(f"{source}: {validation_message(exc, module)}") from None
 
 
 class Family:

@@ -37,10 +37,9 @@ import time
 from typing import Any
 
 import torch
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from advkit.audit.families.base import AuditContext, Family, family
-from advkit.audit.families.privacy import validation_message
+from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
 from advkit.audit.spec_sections import _Strict
 from advkit.errors import AdvkitError, AuditSpecError, short
@@ -153,13 +152,8 @@ class ExtractionFamily(Family):
     threat = tag("AML.T0024.002", "black box")
 
     def parse(self, data, *, source: str) -> ExtractionSpec:
-        if not isinstance(data, dict):
-            raise AuditSpecError(f"{source}: expected a mapping with 'attacks' (and optionally "
-                                 f"'n_uniform'), got {type(data).__name__}")
-        try:
-            sec = ExtractionSpec.model_validate(data)
-        except ValidationError as exc:
-            raise AuditSpecError(f"{source}: {validation_message(exc, 'extraction')}") from None
+        sec = validate_section(ExtractionSpec, data, source=source, module="extraction",
+                               expected="'attacks' (and optionally 'n_uniform')")
         for i, a in enumerate(sec.attacks):
             if a.name not in ATTACKS:
                 raise AuditSpecError(f"{source}.attacks[{i}].name: unknown extraction attack "

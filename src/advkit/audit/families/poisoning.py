@@ -37,9 +37,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from advkit.audit.families.base import AuditContext, Family, family
+from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
 from advkit.audit.report import Report, ScenarioResult
 from advkit.audit.spec_sections import RecipeOverrides, _Strict
@@ -136,19 +136,6 @@ class PoisoningSpec(_Strict):
         return self
 
 
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see advkit.audit.families.poisoning)"
-        elif err["type"].endswith(("_type", "_parsing")):
-            msg += f" (got {type(err['input']).__name__} {short(err['input'], 60)})"
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
 def check_section(sec: PoisoningSpec, source: str) -> None:
     """Every attack and mitigation is known and builds with its parameters at every rate."""
     from advkit import registry
@@ -208,13 +195,8 @@ class PoisoningFamily(Family):
     threat = BACKDOOR_POISONING  # AML.T0020 Poison Training Data (related: AML.T0018 backdoors)
 
     def parse(self, data, *, source: str) -> PoisoningSpec:
-        if not isinstance(data, dict):
-            raise AuditSpecError(f"{source}: expected a mapping with 'attacks' (and optionally "
-                                 f"'mitigations', 'training'), got {type(data).__name__}")
-        try:
-            sec = PoisoningSpec.model_validate(data)
-        except ValidationError as exc:
-            raise AuditSpecError(f"{source}: {_validation_message(exc)}") from None
+        sec = validate_section(PoisoningSpec, data, source=source, module="poisoning",
+                               expected="'attacks' (and optionally 'mitigations', 'training')")
         check_section(sec, source)
         return sec
 

@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from advkit.audit.families.base import AuditContext, Family, family
+from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
 from advkit.audit.spec_sections import _Strict
 from advkit.errors import AdvkitError, AuditSpecError, UnknownParameterError, short
@@ -134,19 +134,6 @@ class PrivacySpec(_Strict):
         return self
 
 
-def validation_message(exc: ValidationError, module: str) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown field (check the spelling; see advkit.audit.families.{module})"
-        elif err["type"].endswith(("_type", "_parsing")):
-            msg += f" (got {type(err['input']).__name__} {short(err['input'], 60)})"
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
 def recipe_for(spec, source: str = "privacy"):
     from advkit.models.cache import Recipe
 
@@ -165,13 +152,8 @@ class PrivacyFamily(Family):
     threat = THREAT
 
     def parse(self, data, *, source: str) -> PrivacySpec:
-        if not isinstance(data, dict):
-            raise AuditSpecError(f"{source}: expected a mapping with 'membership' (and "
-                                 f"optionally 'members'), got {type(data).__name__}")
-        try:
-            sec = PrivacySpec.model_validate(data)
-        except ValidationError as exc:
-            raise AuditSpecError(f"{source}: {validation_message(exc, 'privacy')}") from None
+        sec = validate_section(PrivacySpec, data, source=source, module="privacy",
+                               expected="'membership' (and optionally 'members')")
         for i, m in enumerate(sec.membership):
             if m.name not in ATTACKS:
                 raise AuditSpecError(f"{source}.membership[{i}].name: unknown membership attack "
