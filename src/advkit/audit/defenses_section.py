@@ -41,7 +41,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from advkit.audit.spec_sections import _Strict
+from advkit.audit.spec_sections import _Strict, require_distinct
 from advkit.errors import AdvkitError, AuditSpecError, short
 
 KINDS = ("transform", "output", "certify", "training")
@@ -85,10 +85,7 @@ class DefensesSection(_Strict):
 
     @model_validator(mode="after")
     def _distinct(self):
-        keys = [d.key for d in self.defenses]
-        if len(set(keys)) != len(keys):
-            raise ValueError("two entries share a name: give each a distinct 'label' (it names "
-                             "their stages)")
+        require_distinct([d.key for d in self.defenses], "entries")
         training = [d.key for d in self.defenses if d.kind == "training"]
         for i, d in enumerate(self.defenses):
             if d.base is not None and d.base not in training:

@@ -14,6 +14,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+def require_distinct(keys: list[str], what: str) -> None:
+    """ValueError (for a pydantic validator) when two entries of a section list share a key:
+    the key names their stages."""
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"two {what} share a name: give each a distinct 'label' (it names "
+                         "their stages)")
+
+
 class FeaturesSpec(_Strict):
     """Tabular feature bounds and constraints, by feature name (a table's categorical column
     name stands for all its one-hot features); see ``advkit.data.features``."""

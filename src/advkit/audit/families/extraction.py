@@ -41,7 +41,7 @@ from pydantic import Field, field_validator, model_validator
 
 from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
-from advkit.audit.spec_sections import _Strict
+from advkit.audit.spec_sections import _Strict, require_distinct
 from advkit.errors import AdvkitError, AuditSpecError, short
 from advkit.threat_tags import tag
 
@@ -76,10 +76,7 @@ class ExtractionSpec(_Strict):
 
     @model_validator(mode="after")
     def _distinct(self):
-        keys = [a.key for a in self.attacks]
-        if len(set(keys)) != len(keys):
-            raise ValueError("two attacks share a name: give each a distinct 'label' (it names "
-                             "their stages)")
+        require_distinct([a.key for a in self.attacks], "attacks")
         return self
 
 

@@ -42,7 +42,7 @@ from pydantic import Field, field_validator, model_validator
 from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
 from advkit.audit.report import Report, ScenarioResult
-from advkit.audit.spec_sections import RecipeOverrides, _Strict
+from advkit.audit.spec_sections import RecipeOverrides, _Strict, require_distinct
 from advkit.errors import AdvkitError, AuditSpecError, short
 from advkit.threat_tags import BACKDOOR_POISONING
 
@@ -124,15 +124,10 @@ class PoisoningSpec(_Strict):
     @model_validator(mode="after")
     def _distinct(self):
         keys = [a.key for a in self.attacks]
-        if len(set(keys)) != len(keys):
-            raise ValueError("two attacks share a name: give each a distinct 'label' (it names "
-                             "their stages)")
+        require_distinct(keys, "attacks")
         if "clean" in keys:
             raise ValueError("'clean' names the clean reference model; choose another label")
-        names = [m.key for m in self.mitigations]
-        if len(set(names)) != len(names):
-            raise ValueError("a mitigation is named twice: give each entry a distinct 'label' "
-                             "(it names their stages)")
+        require_distinct([m.key for m in self.mitigations], "mitigations")
         return self
 
 

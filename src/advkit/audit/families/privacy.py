@@ -48,7 +48,7 @@ from pydantic import Field, model_validator
 
 from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
-from advkit.audit.spec_sections import _Strict
+from advkit.audit.spec_sections import _Strict, require_distinct
 from advkit.errors import AdvkitError, AuditSpecError, UnknownParameterError, short
 from advkit.params import check_values, declarations, param
 from advkit.threat_tags import tag
@@ -127,10 +127,7 @@ class PrivacySpec(_Strict):
 
     @model_validator(mode="after")
     def _distinct(self):
-        keys = [m.key for m in self.membership]
-        if len(set(keys)) != len(keys):
-            raise ValueError("two membership attacks share a name: give each a distinct 'label' "
-                             "(it names their stages)")
+        require_distinct([m.key for m in self.membership], "membership attacks")
         return self
 
 
