@@ -117,3 +117,9 @@ def test_bad_data_raises_typed_errors(cancer):
         transferability_matrix(xtr, ytr[:-1], xte, yte)
     with pytest.raises(InputContractError):  # outside [0, 1]
         transferability_matrix(xtr, ytr, xte + 3, yte, families=["logreg"])
+
+
+def test_matrix_heat_map_renders(cancer_matrix):
+    from advkit.evaluation.transferability import matrix_heatmap_png
+
+    assert matrix_heatmap_png(cancer_matrix).startswith(b"\x89PNG\r\n\x1a\n")

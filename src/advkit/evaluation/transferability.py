@@ -193,3 +193,12 @@ def _flat(x, name: str) -> np.ndarray:
     if a.ndim < 2:
         raise InputContractError(f"{name} must have one row per point, got shape {a.shape}")
     return np.ascontiguousarray(a.reshape(len(a), -1))
+
+
+def matrix_heatmap_png(m: TransferabilityMatrix) -> bytes:
+    """The matrix as a heat map (rows: sources, columns: victims), PNG bytes for the report."""
+    from advkit.report.plots import heatmap_png
+
+    return heatmap_png(m.values(), m.source_labels, m.victim_labels,
+                       title=f"transferability, {m.attack} L∞ eps {m.eps:g}",
+                       xlabel="victim", ylabel="source (crafted on)")
