@@ -262,5 +262,53 @@ def _pixels(im: Image) -> np.ndarray:
     return arr
 
 
+def heatmap_png(values, row_labels: Sequence[str], col_labels: Sequence[str], *, title: str = "",
+                xlabel: str = "", ylabel: str = "", dpi: int = DPI) -> bytes:
+    """A matrix of shares in [0, 1] as an annotated heat map, PNG bytes (see ``heatmap_figure``)."""
+    with _report_style():
+        return figure_png(heatmap_figure(values, row_labels, col_labels, title=title,
+                                         xlabel=xlabel, ylabel=ylabel), dpi=dpi)
+
+
+def heatmap_figure(values, row_labels: Sequence[str], col_labels: Sequence[str], *,
+                   title: str = "", xlabel: str = "", ylabel: str = "") -> Figure:
+    """Draw a rows x columns matrix of shares (e.g. the transferability matrix: sources x victims)
+    on the fixed scale [0, 1], never rescaled, each cell annotated with its value in %. NaN
+    cells (no points) are left blank and marked "n/a"."""
+    try:
+        arr = np.asarray([[np.nan if v is None else v for v in row] for row in values],
+                         dtype=float)
+    except (TypeError, ValueError) as e:
+        raise ReportFormatError(f"heat map values must be rows of numbers (or None): {e}") from e
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ReportFormatError(f"heat map values must be a non-empty 2-D matrix, got shape "
+                                f"{tuple(arr.shape)}")
+    if len(row_labels) != arr.shape[0] or len(col_labels) != arr.shape[1]:
+        raise ReportFormatError(f"heat map of shape {tuple(arr.shape)} got {len(row_labels)} row "
+                                f"and {len(col_labels)} column labels; give one per row/column")
+    finite = arr[np.isfinite(arr)]
+    if finite.size and (finite.min() < 0 or finite.max() > 1):
+        raise ReportFormatError("heat map values must be shares in [0, 1] (or NaN for no data)")
+    nr, nc = arr.shape
+    fig = Figure(figsize=(2.2 + 0.9 * nc, 1.2 + 0.45 * nr), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(np.ma.masked_invalid(arr), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(nr):
+        for j in range(nc):
+            v = arr[i, j]
+            text = "n/a" if not np.isfinite(v) else f"{100 * v:.0f}%"
+            color = "black" if np.isfinite(v) and v > 0.6 else "white"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color=color if np.isfinite(v) else "0.3")
+    ax.set_xticks(range(nc), [str(c) for c in col_labels], rotation=30, ha="right")
+    ax.set_yticks(range(nr), [str(r) for r in row_labels])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(im, ax=ax, fraction=0.05)
+    return fig
+
+
 __all__ = ["to_data_uri", "figure_png", "plot_png", "plot_figure", "image_grid_png",
-           "image_grid_figure", "PLOT_KINDS"]
+           "image_grid_figure", "heatmap_png", "heatmap_figure", "PLOT_KINDS"]
