@@ -35,6 +35,8 @@ from torch import nn
 from advkit.attacks.poisoning.train import predict
 from advkit.errors import InputContractError, InvalidParameterError
 from advkit.params import check_params, param
+from advkit.registry import register
+from advkit.threat_tags import MITIGATES_EXTRACTION
 
 DEFAULT_THRESHOLD = 1e-6
 
@@ -103,6 +105,7 @@ class Verification:
                 "threshold": self.threshold, "claimed": self.claimed}
 
 
+@register("watermark-adi", family="defense", threat=MITIGATES_EXTRACTION)
 @dataclass(frozen=True, kw_only=True)
 class TriggerSetWatermark:
     """Adi et al. (2018) trigger-set watermark; see the module docstring.
