@@ -110,8 +110,12 @@ def test_bad_parameters_raise_typed_errors():
     wm = TriggerSetWatermark(k=5)
     with pytest.raises(InvalidParameterError):
         wm.trigger_set((64,), 1)
-    with pytest.raises(InvalidParameterError):
-        wm.trigger_set((64,), 10, bounds=(1, 0))
+    for shape in (None, (), (0, 8), ("a",)):
+        with pytest.raises(InvalidParameterError):
+            wm.trigger_set(shape, 10)
+    for bounds in ((1, 0), (0, float("inf")), ("x", 1), 3):
+        with pytest.raises(InvalidParameterError):
+            wm.trigger_set((64,), 10, bounds=bounds)
     with pytest.raises(InvalidParameterError):
         false_claim_probability(6, 5, 10)
     with pytest.raises(InvalidParameterError):

@@ -16,7 +16,8 @@ exactly ``1/C`` whatever the model predicts, and the agreements are independent:
 it is below ``threshold`` (default 1e-6). The assumption fails for a model trained on the secret
 trigger set or on a marked model's answers to it: that is exactly what the test detects.
 
-Robustness (the paper's §5: fine-tuning; and the removal attacks of later work): ``fine_tune``
+Robustness (the paper tests fine-tuning; pruning and extraction are the removal attacks of
+later work): ``fine_tune``
 (a few epochs on clean data at a small learning rate), ``prune`` (per-layer magnitude pruning:
 the share ``rate`` of the smallest |w| of every Linear/Conv weight zeroed, Han et al. 2015) and
 extraction with Copycat (``advkit.attacks.privacy.copycat``); ``robustness`` verifies the mark
@@ -124,12 +125,18 @@ class TriggerSetWatermark:
     def trigger_set(self, input_shape, n_classes: int, *, bounds=(0.0, 1.0),
                     generator: torch.Generator | None = None) -> TriggerSet:
         """Draw the secret trigger set; the same generator state gives the same set."""
-        shape = tuple(int(s) for s in input_shape)
+        try:
+            shape = tuple(int(s) for s in input_shape)
+        except (TypeError, ValueError):
+            shape = ()
         if not shape or any(s < 1 for s in shape):
             raise InvalidParameterError("input_shape", input_shape, "a tuple of ints >= 1")
         if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 2:
             raise InvalidParameterError("n_classes", n_classes, "an int >= 2")
-        lo, hi = (float(b) for b in bounds)
+        try:
+            lo, hi = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            lo = hi = float("nan")
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise InvalidParameterError("bounds", bounds, "finite (lo, hi) with lo < hi")
         x = lo + (hi - lo) * torch.rand((self.k, *shape), generator=generator)
