@@ -53,6 +53,8 @@ def test_marked_claimed_independent_not(marked):
     wm, trig, model, ind, _, _, xt, yt = marked
     v = wm.verify(model, trig)
     assert v.p_value < 1e-6 and v.claimed  # measured: 50/50 agreements, p = 1e-50
+    lo, hi = v.to_dict()["agreement_interval"]
+    assert lo <= v.agreement <= hi and hi - lo > 0  # Wilson interval of the agreement
     assert v.p_value == pytest.approx(binom.sf(v.agreements - 1, 50, 0.1), rel=1e-9)
     vi = wm.verify(ind, trig)
     assert vi.p_value > 0.05 and not vi.claimed  # measured: 4/50 agreements, p = 0.75
@@ -151,6 +153,7 @@ def test_pruning_zeroes_the_smallest_share_and_leaves_the_model_alone():
 def test_robustness_rows(marked):
     wm, trig, model, _, x, y, xt, yt = marked
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
     cc = Copycat(architecture="mlp", hidden=(64,), epochs=5, min_steps=150, batch_size=32,
                  lr=1e-2, strategy="natural")
     rows = robustness(wm, model, trig, x_clean=x, y_clean=y, x_test=xt, y_test=yt,
@@ -158,6 +161,8 @@ def test_robustness_rows(marked):
                       copycat_queries=(300,), pool=x, generator=torch.Generator().manual_seed(0))
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
+    assert model.training  # its mode is untouched too
+    model.eval()
     by = {(r["attack"], r["setting"]): r for r in rows}
     assert set(by) == {("none", None), ("fine_tune", 3), ("prune", 0.3), ("prune", 0.9),
                        ("copycat", 300)}

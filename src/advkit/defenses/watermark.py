@@ -101,8 +101,12 @@ class Verification:
         return self.agreements / self.k
 
     def to_dict(self) -> dict:
+        from advkit.evaluation.metrics import wilson_interval
+
         return {"agreements": self.agreements, "k": self.k, "n_classes": self.n_classes,
-                "agreement": self.agreement, "p_value": self.p_value,
+                "agreement": self.agreement,
+                "agreement_interval": list(wilson_interval(self.agreements, self.k)),
+                "p_value": self.p_value,
                 "threshold": self.threshold, "claimed": self.claimed}
 
 
@@ -253,7 +257,7 @@ def robustness(wm: TriggerSetWatermark, model: nn.Module, trigger: TriggerSet, *
     if copycat_queries:
         contract = InputContract(shape=tuple(trigger.x.shape[1:]), n_classes=trigger.n_classes,
                                  bounds=tuple(float(b) for b in bounds))
-        victim = TorchTarget(contract, model=model.eval())
+        victim = TorchTarget(contract, model=copy.deepcopy(model).eval())
         for q in copycat_queries:
             stolen = replace(copycat, queries=int(q)).steal(victim, pool=pool, generator=generator)
             rows.append(row("copycat", int(q), stolen.model.eval(), {"queries": stolen.queries}))
