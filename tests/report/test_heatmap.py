@@ -35,3 +35,20 @@ def test_heatmap_draws_annotated_cells_on_a_fixed_scale():
 def test_bad_heatmaps_raise_report_format_errors(values, rows, cols):
     with pytest.raises(ReportFormatError):
         heatmap_figure(values, rows, cols)
+
+
+def test_a_heatmap_plot_of_a_report_section_draws_rows_from_its_series():
+    from advkit.audit.report import Plot, Series
+    from advkit.report.plots import plot_figure, plot_png
+
+    plot = Plot(title="m", xlabel="victim", ylabel="source", kind="heatmap",
+                series=[Series("src a", ["v1", "v2"], [0.9, 0.2]),
+                        Series("src b", ["v1", "v2"], [None, 0.5])])
+    ax = plot_figure(plot).axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["20%", "50%", "90%", "n/a"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["src a", "src b"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["v1", "v2"]
+    assert plot_png(plot).startswith(PNG)
+    plot.series[1] = Series("src b", ["v1", "v3"], [0.1, 0.5])
+    with pytest.raises(ReportFormatError, match="same x"):
+        plot_figure(plot)

@@ -141,6 +141,7 @@ class AuditSpec(_Strict):
     defenses: Any = None
     privacy: dict[str, Any] | None = None
     extraction: dict[str, Any] | None = None
+    transfer: dict[str, Any] | None = None
 
     _families: dict[str, Any] = PrivateAttr(default_factory=dict)
 

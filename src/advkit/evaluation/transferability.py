@@ -24,7 +24,7 @@ or images flattened, e.g. digits / 16), as the scikit-learn families need.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ FAMILY_NAMES = {"nn": "neural network", "logreg": "logistic regression",
                 "linear_svm": "linear SVM", "tree": "decision tree", "knn": "k-NN",
                 "ensemble": "ensemble"}
 DIFFERENTIABLE = ("nn", "logreg", "linear_svm")
+AUDITED = "audited model"  # the victim column of ``transferability_matrix(audited=...)``
 
 
 @dataclass
@@ -75,7 +76,7 @@ class TransferabilityMatrix:
     def to_text(self) -> str:
         """A plain-text table (rows: sources, columns: victims; rates in %)."""
         w = max(len(s) for s in self.source_labels) + 2
-        head = " " * w + "".join(f"{FAMILY_NAMES[f][:12]:>14}" for f in self.families)
+        head = " " * w + "".join(f"{v[:12]:>14}" for v in self.victim_labels)
         rows = [f"{s:<{w}}" + "".join(f"{100 * c.value:>13.1f}%" for c in row)
                 for s, row in zip(self.source_labels, self.rates, strict=True)]
         return "\n".join([head, *rows])
@@ -130,10 +131,17 @@ def fit_family(family: str, x: np.ndarray, y: np.ndarray, contract: InputContrac
 def transferability_matrix(x_train, y_train, x_test, y_test, *, families=FAMILIES,
                            eps: float = 0.1, attack: str = "pgd", steps: int = 20,
                            n_seed: int = 50, substitute: SubstituteTraining | None = None,
-                           seed: int = 0) -> TransferabilityMatrix:
+                           seed: int = 0, audited: Target | None = None,
+                           audited_clean_pred: torch.Tensor | None = None
+                           ) -> TransferabilityMatrix:
     """Fit one model per family on the training data, craft adversarial examples of the test
     points on each source (white-box, or on a substitute for non-differentiable families, trained
-    from ``n_seed`` unlabelled training points) and score them on every victim."""
+    from ``n_seed`` unlabelled training points) and score them on every victim.
+
+    ``audited``: one more victim, the last column "audited model" (a model the families were not
+    fitted from, e.g. the one an audit is about): every source's examples are reshaped to its input
+    shape and scored on it, labels only (its labels of the test points, when known, in
+    ``audited_clean_pred`` save N queries)."""
     fams = check_families(families)
     check_seed("seed", seed)
     check_range("n_seed", n_seed, lo=2, kind=int)
@@ -160,6 +168,23 @@ def transferability_matrix(x_train, y_train, x_test, y_test, *, families=FAMILIE
         with torch.no_grad():
             clean[f] = m.labels(xt)
         victim_q[f] += m.queries - q0
+    if audited is not None:
+        if not isinstance(audited, Target):
+            raise InputContractError(f"audited must be an advkit Target, got "
+                                     f"{type(audited).__name__}")
+        if int(np.prod(audited.contract.shape)) != xte.shape[1]:
+            raise InputContractError(f"the audited model takes inputs of shape "
+                                     f"{tuple(audited.contract.shape)}, the data has "
+                                     f"{xte.shape[1]} features a point")
+        if audited_clean_pred is None:
+            q0 = audited.queries
+            with torch.no_grad():
+                audited_clean_pred = audited.labels(_shaped(xt, audited))
+            victim_q["audited"] = audited.queries - q0
+        else:
+            victim_q["audited"] = 0
+        audited_clean_pred = torch.as_tensor(audited_clean_pred).long().reshape(-1)
+        clean["audited"] = audited_clean_pred
     sub_q, rates = {}, []
     spec = substitute or SubstituteTraining()
     for i, src in enumerate(fams):
@@ -176,15 +201,27 @@ def transferability_matrix(x_train, y_train, x_test, y_test, *, families=FAMILIE
                                 victim_clean_pred=clean[vic])
             victim_q[vic] += res.victim_queries
             row.append(res.success_rate())
+        if audited is not None:
+            shaped = replace(crafted, x=_shaped(crafted.x, audited),
+                             x_adv=_shaped(crafted.x_adv, audited))
+            res = crafter.score(audited, shaped, within=clean[src] == yt,
+                                victim_clean_pred=audited_clean_pred)
+            victim_q["audited"] += res.victim_queries
+            row.append(res.success_rate())
         rates.append(row)
     labels = tuple(FAMILY_NAMES[f] + ("" if f in DIFFERENTIABLE else " (via substitute)")
                    for f in fams)
     return TransferabilityMatrix(
         families=fams, source_labels=labels,
-        victim_labels=tuple(FAMILY_NAMES[f] for f in fams), rates=rates, eps=float(eps),
+        victim_labels=tuple(FAMILY_NAMES[f] for f in fams) + (
+            (AUDITED,) if audited is not None else ()), rates=rates, eps=float(eps),
         norm=crafter.crafter().norm_p, attack=attack,
-        clean_accuracy={f: float((clean[f] == yt).float().mean()) for f in fams},
+        clean_accuracy={f: float((c == yt).float().mean()) for f, c in clean.items()},
         substitute_queries=sub_q, victim_queries=victim_q)
+
+
+def _shaped(x: torch.Tensor, target: Target) -> torch.Tensor:
+    return x.reshape(len(x), *target.contract.shape)
 
 
 def _flat(x, name: str) -> np.ndarray:

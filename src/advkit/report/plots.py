@@ -26,7 +26,7 @@ from advkit.report.json import ReportFormatError
 DPI = 100
 PLOT_SIZE = (5.6, 3.4)  # inches
 CELL = 1.0  # inches per image-grid cell
-PLOT_KINDS = ("line", "hist", "scatter", "bar")
+PLOT_KINDS = ("line", "hist", "scatter", "bar", "heatmap")
 
 _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
           "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.facecolor": "white",
@@ -67,10 +67,19 @@ def plot_figure(plot: Plot, *, size: tuple[float, float] = PLOT_SIZE) -> Figure:
     ``scatter``: points, vertical error bars from ``lo``/``hi``.
     ``hist``: the distribution of each series' samples ``y`` (``x`` when ``y`` is empty), on
     common bins. ``None`` values are drawn as gaps.
+    ``heatmap``: one row per series (its label), one column per ``x`` (the column labels, the same
+    in every series), cells ``y`` (shares in [0, 1]; see ``heatmap_figure``).
     """
     if plot.kind not in PLOT_KINDS:
         raise ReportFormatError(f"plot {plot.title!r} has kind {plot.kind!r}; "
                                 f"use one of {', '.join(PLOT_KINDS)}")
+    if plot.kind == "heatmap":
+        cols = [str(c) for c in plot.series[0].x] if plot.series else []
+        if any([str(c) for c in s.x] != cols for s in plot.series):
+            raise ReportFormatError(f"heat map {plot.title!r}: every series (row) must have the "
+                                    "same x (column labels)")
+        return heatmap_figure([s.y for s in plot.series], [s.label for s in plot.series], cols,
+                              title=plot.title, xlabel=plot.xlabel, ylabel=plot.ylabel)
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

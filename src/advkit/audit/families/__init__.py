@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("supply_chain", "evasion", "backdoor", "poisoning", "defenses", "privacy", "extraction")
+MODULES = ("supply_chain", "evasion", "backdoor", "poisoning", "defenses", "privacy", "extraction",
+           "transfer")
 RESERVED = ()
 SECTIONS = tuple(m for m in MODULES if m != "evasion") + RESERVED
 

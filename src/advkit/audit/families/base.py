@@ -49,6 +49,14 @@ class AuditContext:
         stage draws the same numbers whichever executor runs it and in whatever order."""
         return self.generator_for(self.seed, sid)
 
+    def target_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Dataset inputs (e.g. the training split) in the space the target takes: a tabular
+        target's unit scale, else checked against its contract."""
+        from advkit.targets.features import FeatureSpaceTarget
+
+        t = self.subject.target
+        return t.to_unit(x) if isinstance(t, FeatureSpaceTarget) else t.check_inputs(x)
+
     @staticmethod
     def generator_for(seed: int, sid: str) -> torch.Generator:
         return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(sid.encode())) % 2**63)

@@ -218,7 +218,7 @@ class ExtractionFamily(Family):
         if sc.attack == "copycat":
             pool = None
             if attack.strategy != "random":
-                pool = _inputs(ctx, ctx.subject.dataset.x_train).to(torch.float32)
+                pool = ctx.target_inputs(ctx.subject.dataset.x_train).to(torch.float32)
             res = attack.steal(target, pool=pool, generator=g)
             stolen, spent = res.model, res.queries
             extra = {"strategy": res.strategy}
@@ -250,9 +250,3 @@ class ExtractionFamily(Family):
 
         extraction_report.add_to(report, records)
 
-
-def _inputs(ctx: AuditContext, x: torch.Tensor) -> torch.Tensor:
-    from advkit.targets.features import FeatureSpaceTarget
-
-    t = ctx.subject.target
-    return t.to_unit(x) if isinstance(t, FeatureSpaceTarget) else t.check_inputs(x)
