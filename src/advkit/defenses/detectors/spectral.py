@@ -56,6 +56,14 @@ class ActivationDetector:
         object.__setattr__(self, "fit_seconds_", time.perf_counter() - t0)
         return self
 
+    @staticmethod
+    def check_representations(reps: torch.Tensor, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """``fit_activations``' inputs checked: representations (N, d) and labels (N,)."""
+        reps, y = check_fit_inputs(reps, y)
+        if reps.dim() != 2:
+            raise InputContractError(f"representations must be (N, d), got {tuple(reps.shape)}")
+        return reps, y
+
     def score(self, poisoned) -> tuple:
         """(precision, recall) of ``poisoned_mask_`` against a ``PoisonedData``'s truth."""
         if not hasattr(self, "poisoned_mask_"):
@@ -86,9 +94,7 @@ class SpectralSignatures(ActivationDetector):
 
     def fit_activations(self, reps: torch.Tensor, y):
         """Fit on precomputed representations (N, d) and labels (N,); returns self."""
-        reps, y = check_fit_inputs(reps, y)
-        if reps.dim() != 2:
-            raise InputContractError(f"representations must be (N, d), got {tuple(reps.shape)}")
+        reps, y = self.check_representations(reps, y)
         reps = reps.detach().to(torch.float64)
         y = y.to(reps.device)
         scores = torch.zeros(y.shape[0], dtype=torch.float64, device=reps.device)

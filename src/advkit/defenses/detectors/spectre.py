@@ -32,9 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from advkit.defenses.detectors.activation_clustering import check_fit_inputs
 from advkit.defenses.detectors.spectral import ActivationDetector
-from advkit.errors import InputContractError
 from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.threat_tags import MITIGATES_BACKDOOR
@@ -102,9 +100,7 @@ class Spectre(ActivationDetector):
 
     def fit_activations(self, reps: torch.Tensor, y):
         """Fit on precomputed representations (N, d) and labels (N,); returns self."""
-        reps, y = check_fit_inputs(reps, y)
-        if reps.dim() != 2:
-            raise InputContractError(f"representations must be (N, d), got {tuple(reps.shape)}")
+        reps, y = self.check_representations(reps, y)
         r_all = reps.detach().cpu().double().numpy()
         y_np = y.cpu().numpy()
         scores = np.zeros(len(y_np))
