@@ -331,3 +331,40 @@ def test_a_sanitiser_on_the_clean_model_reports_its_cost_not_a_precision(tmp_pat
     finding = next(f for f in doc["findings"]
                    if f["scenario"] == "poisoning/clean/mitigation=spectral_signatures")
     assert "against the same model before it" in finding["why"]
+
+
+def test_strip_filters_the_poisoned_model_and_is_measured_behind_its_filter(tmp_path):
+    """STRIP (Gao et al. 2019) rejects inputs at test time: the model behind it is measured on the
+    same points as without it, a rejected input counting as a clean error and a failed attack.
+    So success behind STRIP is at most its false acceptance and at most the success without it,
+    and accuracy behind it loses at most the false rejections."""
+    spec = parse_spec({**SPEC, "poisoning": {
+        "attacks": [{"name": "badnets", "rates": [0.1], "params": {"size": 2, "target": 0}}],
+        "mitigations": [{"name": "strip", "params": {"n_overlays": 20}, "on_clean": True}],
+        "training": {"epochs": 10}}})
+    rep = runner.run_audit(spec, out_dir=tmp_path / "out", spec_sha256="x", progress=False)
+    doc = rep.to_dict()
+    sc = {s["id"]: s for s in doc["scenarios"]}
+    m = sc["poisoning/badnets/rate=0.1/mitigation=strip"]["metrics"]
+    before = sc["poisoning/badnets/rate=0.1/measure"]["metrics"]
+    far, frr = m["false_acceptance"]["value"], m["false_rejection"]["value"]
+    behind = m["attack_success"]["value"]
+    table = next(t for s in doc["sections"] if s["title"] == "Poisoning: mitigations"
+                 for t in s["tables"] if t["title"].startswith("STRIP"))
+    row = next(r for r in table["rows"] if r[0] == "badnets")
+    without_strip = row[6]["value"]
+    assert before["attack_success"]["value"] > 0.5  # the backdoor took
+    assert behind <= far + 1e-12 and behind <= without_strip + 1e-12
+    assert behind < without_strip  # STRIP stops some triggered inputs on this model
+    assert 0 <= frr < 0.05  # the threshold is set at 1 % of the defender's clean data
+    assert m["clean_accuracy_drop"] <= 100 * frr + 1e-9
+    clean = sc["poisoning/clean/mitigation=strip"]["metrics"]
+    assert clean["attack_success"] is None and clean["false_acceptance"] is None
+    assert clean["false_rejection"]["n"] == m["false_rejection"]["n"]
+
+
+def test_strip_on_tabular_data_is_refused_before_any_stage(tmp_path):
+    spec = parse_spec({**SPEC, "dataset": "breast_cancer", "poisoning": {
+        "attacks": [{"name": "label_flip", "rates": [0.1]}], "mitigations": ["strip"]}})
+    with pytest.raises(AuditSpecError, match="strip superimposes images"):
+        runner.run_audit(spec, out_dir=tmp_path / "out", spec_sha256="x", progress=False)

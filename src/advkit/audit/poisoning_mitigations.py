@@ -7,6 +7,11 @@
   (``repair: unlearn``, the default) or prune the neurons they excite (``repair: prune``). Entries
   with the same parameters against the same model share one trigger search (its randomness comes
   from the model's train stage and the parameters, not from the entry).
+- ``strip`` (Gao et al. 2019, ACSAC): a test-time filter in front of the poisoned model, not a
+  repair: inputs whose blends with clean images keep a low prediction entropy are rejected. The
+  model behind the filter is measured on the first ``STRIP_EVAL`` test points (a rejected input
+  counts as a clean error and as a failed attack), beside the same model without it on the same
+  points; its false-rejection and false-acceptance rates are kept in the record.
 - ``activation_clustering`` (Chen et al. 2018, arXiv:1811.03728), ``spectral_signatures``
   (Tran, Li & Madry 2018, NeurIPS) and ``spectre`` (Hayase et al. 2021, ICML): flag training
   samples from the model's activations, then retrain the recipe from scratch without them
@@ -28,6 +33,9 @@ from advkit import registry
 from advkit.audit.poisoning_stages import _rng, default_layer, measure, success_kind, train_id
 from advkit.errors import AdvkitWarning
 
+STRIP_FIT = 2000  # defender's clean images STRIP blends with and sets its threshold on
+STRIP_EVAL = 2000  # test points measured behind STRIP (each costs n_overlays forward passes)
+
 
 def _finite(values) -> list[float | None]:
     return [float(v) if math.isfinite(float(v)) else None for v in values]
@@ -48,6 +56,32 @@ def _neural_cleanse(sc, ctx, model, data: dict, params: dict):
     return held[sid]
 
 
+def _strip(ctx, model, poisoned, data: dict, params: dict, gen) -> tuple[dict, dict]:
+    """STRIP fitted on the defender's clean data, then (the model behind it, its details)."""
+    from advkit.evaluation.metrics import proportion
+
+    p = {"bounds": tuple(float(b) for b in ctx.subject.dataset.info.bounds), **params}
+    strip = registry.create("strip", **p).fit(model, data["x_def"][:STRIP_FIT], generator=gen)
+    sub = {"x_test": data["x_test"][:STRIP_EVAL], "y_test": data["y_test"][:STRIP_EVAL]}
+    flags = []  # the clean points' flags, then the triggered points' (evaluate_poison's order)
+
+    def reject(x):
+        flags.append(strip.detect(x, generator=gen))
+        return flags[-1]
+
+    before = measure(model, poisoned, sub)
+    after = measure(model, poisoned, sub, reject=reject)
+    details = {"threshold": strip.threshold_, "n_fit": len(strip.overlays_),
+               "n_eval": len(sub["y_test"]), "frr": proportion(flags[0]).as_dict(), "far": None,
+               "undefended": before}
+    if len(flags) > 1:  # a trigger: how many triggered inputs the filter let through
+        y = sub["y_test"].to(flags[1].device)
+        aimed = (y != int(poisoned.target)) if poisoned.label_map is None else (
+            poisoned.label_map.to(y.device)[y] >= 0)
+        details["far"] = proportion(~flags[1], within=aimed).as_dict()
+    return after, details
+
+
 def run_mitigation(sc, ctx, model, poisoned, data: dict, retrain) -> dict[str, Any]:
     """The record of mitigation ``sc``: its details, then clean accuracy and attack success of
     the mitigated model (``poisoned`` None: the clean reference model, no poison to find).
@@ -57,6 +91,7 @@ def run_mitigation(sc, ctx, model, poisoned, data: dict, retrain) -> dict[str, A
     x_def, y_def = data["x_def"], data["y_def"]
     target = None if poisoned is None else poisoned.target
     details: dict[str, Any] = {}
+    measured: dict[str, Any] = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AdvkitWarning)
         if name == "fine_pruning":
@@ -85,6 +120,9 @@ def run_mitigation(sc, ctx, model, poisoned, data: dict, retrain) -> dict[str, A
                 new = nc.prune(model, x_def, y_def, layer=default_layer(model))
             else:
                 new = nc.unlearn(model, x_def, y_def, generator=gen)
+        elif name == "strip":
+            new = model
+            measured, details = _strip(ctx, model, poisoned, data, params, gen)
         else:
             x, y = (data["x"], data["y"]) if poisoned is None else (poisoned.x, poisoned.y)
             det = registry.create(name, **params)
@@ -111,5 +149,5 @@ def run_mitigation(sc, ctx, model, poisoned, data: dict, retrain) -> dict[str, A
                      "remove: the figures are the poisoned model's")
     return {"mitigation": name, "mitigation_params": params, "details": details, "notes": notes,
             "mitigation_key": sc.params.get("mitigation_key", name),
-            **measure(new, poisoned, data), "success_kind": success_kind(poisoned),
-            "target": target}
+            **(measured if name == "strip" else measure(new, poisoned, data)),
+            "success_kind": success_kind(poisoned), "target": target}

@@ -50,6 +50,13 @@ def _rate(rec: dict) -> float:
     return float(rec["params"].get("rate", 0.0))
 
 
+def _before(r: dict, measured: dict) -> Proportion | None:
+    """A mitigation's model before it: measured on the same points (STRIP's subset) when the
+    record says, else the attack's measure stage."""
+    und = r.get("details", {}).get("undefended")
+    return _prop(und["clean_accuracy"]) if und else measured.get(_base(r))
+
+
 def _points(a: Proportion | None, b: Proportion | None) -> float | None:
     """a - b in percentage points (None when either is missing or empty)."""
     if a is None or b is None or not a.n or not b.n:
@@ -99,11 +106,13 @@ def results(records: list[dict]) -> list[ScenarioResult]:
             metrics["clean_accuracy_drop"] = _points(clean_acc, acc)
             out.append(ScenarioResult(kind="poisoning", metrics=metrics, **common))
             continue
-        metrics["clean_accuracy_drop"] = _points(measured.get(_base(r)), acc)
+        metrics["clean_accuracy_drop"] = _points(_before(r, measured), acc)
         d = r["details"]
         if "recall" in d:
             metrics.update(precision=_prop(d["precision"]), recall=_prop(d["recall"]),
                            n_flagged=d["n_flagged"])
+        if "frr" in d:
+            metrics.update(false_rejection=_prop(d["frr"]), false_acceptance=_prop(d["far"]))
         if "flagged_classes" in d and r["attack"] == "none":
             metrics["false_alarm"] = bool(d["flagged_classes"])
         if "flagged_classes" in d:
@@ -195,7 +204,7 @@ def _mitigation_findings(mitigations, measured) -> list[Finding]:
     out = []
     for r in mitigations:
         acc, succ = _prop(r["clean_accuracy"]), _prop(r["attack_success"])
-        drop = _points(measured.get(_base(r)), acc) or 0.0
+        drop = _points(_before(r, measured), acc) or 0.0
         if r["attack"] == "none" and "flagged_classes" in r["details"]:
             out.append(_false_alarm(r))
             continue
@@ -292,15 +301,20 @@ def _recipe_text(recipe: dict | None) -> str:
 
 
 def _mitigation_section(report: Report, mitigations, measured) -> None:
-    rows, det_rows, nc_rows = [], [], []
+    rows, det_rows, nc_rows, strip_rows = [], [], [], []
     for r in mitigations:
         acc = _prop(r["clean_accuracy"])
         rows.append([r["label"], _rate(r), _key(r), acc,
-                     _points(measured.get(_base(r)), acc), _prop(r["attack_success"])])
+                     _points(_before(r, measured), acc), _prop(r["attack_success"])])
         d = r["details"]
         if "recall" in d:
             det_rows.append([r["label"], _rate(r), _key(r), d["n_flagged"],
                              _prop(d["precision"]), _prop(d["recall"]), d["poisoned_left"]])
+        if "frr" in d:
+            und = d["undefended"]
+            strip_rows.append([r["label"], _rate(r), _key(r), d["n_eval"], _prop(d["frr"]),
+                               _prop(d["far"]), _prop(und["attack_success"]),
+                               _prop(r["attack_success"])])
         if "flagged_classes" in d:
             idx = d["anomaly_index"][r["target"]] if r["target"] is not None else None
             top = max((v for v in d["anomaly_index"] if v is not None), default=None)
@@ -312,6 +326,13 @@ def _mitigation_section(report: Report, mitigations, measured) -> None:
         tables.append(Table(title="Training-set detectors (then retrained without the flagged)",
                             columns=["attack", "rate", "detector", "flagged", "precision",
                                      "recall", "poisoned samples left"], rows=det_rows))
+    if strip_rows:
+        tables.append(Table(title="STRIP: a filter in front of the model (on the first test "
+                                  "points; rejected inputs count as errors and failed attacks)",
+                            columns=["model (attack)", "rate", "entry", "test points",
+                                     "false rejection (clean)", "false acceptance (triggered)",
+                                     "attack success without", "attack success behind STRIP"],
+                            rows=strip_rows))
     if nc_rows:
         tables.append(Table(title="Neural Cleanse", columns=[
             "model (attack)", "rate", "entry", "flagged classes", "target flagged",

@@ -117,17 +117,20 @@ def trained(sc: Scenario, ctx: AuditContext, deps: dict[str, dict] | None = None
 
 
 # -- measuring ---------------------------------------------------------------------------------
-def measure(model, poisoned, data: dict) -> dict:
-    """Clean accuracy and attack success (Proportion dicts; success None for random flips)."""
+def measure(model, poisoned, data: dict, *, reject=None) -> dict:
+    """Clean accuracy and attack success (Proportion dicts; success None for random flips);
+    ``reject``: an input filter in front of the model (``evaluate_poison``)."""
     from advkit.attacks.poisoning.train import evaluate_poison, predict
 
     xt, yt = data["x_test"], data["y_test"]
     if poisoned is None:
         from advkit.evaluation.metrics import clean_accuracy
 
-        return {"clean_accuracy": clean_accuracy(predict(model, xt), yt).as_dict(),
-                "attack_success": None}
-    acc, succ = evaluate_poison(model, poisoned, xt, yt)
+        pred = predict(model, xt)
+        if reject is not None:
+            pred = torch.where(reject(xt).to(pred.device), -1, pred)
+        return {"clean_accuracy": clean_accuracy(pred, yt).as_dict(), "attack_success": None}
+    acc, succ = evaluate_poison(model, poisoned, xt, yt, reject=reject)
     return {"clean_accuracy": acc.as_dict(),
             "attack_success": None if succ is None else succ.as_dict()}
 
@@ -218,9 +221,11 @@ def check_data(plan: list[Scenario], ctx: AuditContext) -> None:
         if sc.kind != "mitigation":
             continue
         name, params = sc.params["mitigation"], sc.params["mitigation_params"]
-        if name == "neural_cleanse" and not image:
-            raise AuditSpecError(f"poisoning: neural_cleanse reverse-engineers image triggers; "
-                                 f"the data {info.name!r} is {data_kind}: remove it")
+        if name in ("neural_cleanse", "strip") and not image:
+            why = ("reverse-engineers image triggers" if name == "neural_cleanse" else
+                   "superimposes images on the inputs it checks")
+            raise AuditSpecError(f"poisoning: {name} {why}; the data {info.name!r} is "
+                                 f"{data_kind}: remove it")
         r = _recipe(sc)
         net = build(r.zoo, input_shape=tuple(info.shape), n_classes=info.n_classes,
                     **kwargs_for_data(r.zoo, r.kwargs, info))

@@ -78,19 +78,29 @@ def predict(model, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
 
 
 def evaluate_poison(
-    model, poisoned: PoisonedData, x_test, y_test
+    model, poisoned: PoisonedData, x_test, y_test, *, reject=None
 ) -> tuple[Proportion, Proportion | None]:
-    """(clean accuracy, attack success) of ``model`` on a clean test split (DESIGN §4)."""
-    acc = clean_accuracy(predict(model, x_test), y_test)
+    """(clean accuracy, attack success) of ``model`` on a clean test split (DESIGN §4).
+
+    ``reject(x) -> bool (N,)``: an input filter in front of the model (a test-time detector such
+    as STRIP); a rejected input gets no label, so it counts as a clean error and as a failed
+    attack. It is called on the clean points first, then on the triggered ones."""
+
+    def pred(x):
+        out = predict(model, x)
+        return out if reject is None else torch.where(reject(x).to(out.device), -1, out)
+
+    clean_pred = pred(x_test)
+    acc = clean_accuracy(clean_pred, y_test)
     if poisoned.trigger is not None:
-        trig_pred = predict(model, poisoned.apply_trigger(x_test))
+        trig_pred = pred(poisoned.apply_trigger(x_test))
         if poisoned.label_map is None:
             return acc, backdoor_success_rate(trig_pred, y_test, int(poisoned.target))
         want = poisoned.label_map.to(y_test.device)[y_test]
         return acc, proportion(trig_pred == want, within=want >= 0)
     if poisoned.label_map is not None:  # class-targeted flip: source points sent to the target
         want = poisoned.label_map.to(y_test.device)[y_test]
-        return acc, proportion(predict(model, x_test) == want, within=want >= 0)
+        return acc, proportion(clean_pred == want, within=want >= 0)
     return acc, None
 
 

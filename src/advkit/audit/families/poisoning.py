@@ -10,7 +10,8 @@ intervals (DESIGN §4). Each named mitigation then runs against each poisoned mo
 (Liu, Dolan-Gavitt & Garg 2018, RAID), Neural Cleanse with unlearning (Wang et al. 2019, IEEE S&P),
 activation clustering (Chen et al. 2018, arXiv:1811.03728), spectral signatures (Tran, Li &
 Madry 2018, NeurIPS) and SPECTRE (Hayase et al. 2021, ICML), the last three followed by
-retraining without the samples they flag. A clean
+retraining without the samples they flag, and STRIP (Gao et al. 2019, ACSAC), a test-time filter
+that rejects inputs whose prediction survives blending with clean images. A clean
 model trained with the same recipe on the same (unpoisoned) data is the reference. Example::
 
     model: {zoo: cnn-small, epochs: 10}
@@ -23,6 +24,7 @@ model trained with the same recipe on the same (unpoisoned) data is the referenc
         - {name: spectral_signatures, params: {expected_rate: 0.15}}
         - {name: neural_cleanse, on_clean: true}             # also on the clean model
         - {name: neural_cleanse, label: nc-prune, repair: prune}
+        - {name: strip, params: {n_overlays: 50}}          # rejects triggered inputs at test time
       training: {lr_schedule: cyclic, optimizer: adam}   # recipe settings the model section lacks
       defender_share: 0.1   # share of the training split held out as the defender's clean data
 
@@ -46,8 +48,8 @@ from advkit.audit.spec_sections import RecipeOverrides, _Strict, require_distinc
 from advkit.errors import AdvkitError, AuditSpecError, short
 from advkit.threat_tags import BACKDOOR_POISONING
 
-MITIGATIONS = ("fine_pruning", "neural_cleanse", "activation_clustering", "spectral_signatures",
-               "spectre")
+MITIGATIONS = ("fine_pruning", "neural_cleanse", "strip", "activation_clustering",
+               "spectral_signatures", "spectre")
 REPAIRS = ("unlearn", "prune")  # what Neural Cleanse does with the triggers it flags
 IMAGE_ONLY = ("badnets", "blended")  # attacks (and Neural Cleanse) that stamp image triggers
 
