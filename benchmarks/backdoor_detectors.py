@@ -3,8 +3,9 @@
 For each seed and rate (share of the 20,000-image training set poisoned; BadNets 3x3 white patch,
 bottom-right, target 0; models from ``bd_models.py``, cached under /tmp):
 
-- training-set sanitisers (activation clustering with exclusionary reclassification and with the
-  paper's size rule, spectral signatures, SPECTRE): precision and recall of the flagged samples
+- training-set sanitisers (label consistency against a model trained on the defender's clean
+  data, activation clustering with exclusionary reclassification and with the paper's size rule,
+  spectral signatures, SPECTRE): precision and recall of the flagged samples
   against the poisoned ones, the detector's time, then a LeNet retrained from scratch on the
   samples it kept (same recipe, cached): backdoor success and the clean-accuracy cost (poisoned
   model's clean accuracy minus the retrained one's, in points);
@@ -40,17 +41,22 @@ from bd_models import poisoned_set, split, train_cached  # noqa: E402
 
 def sanitisers():
     from advkit.defenses.detectors.activation_clustering import ActivationClustering
+    from advkit.defenses.detectors.label_consistency import LabelConsistency
     from advkit.defenses.detectors.spectral import SpectralSignatures
     from advkit.defenses.detectors.spectre import Spectre
 
     return {
+        "label consistency (trusted model)":
+            lambda m, p, rng, xc, yc: LabelConsistency().fit(
+                m, p.x, p.y, x_trusted=xc, y_trusted=yc,
+                generator=torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))),
         "activation clustering (reclassification)":
-            lambda m, p, rng: ActivationClustering().fit(m, p.x, p.y, rng=rng),
+            lambda m, p, rng, xc, yc: ActivationClustering().fit(m, p.x, p.y, rng=rng),
         "activation clustering (size rule, ICA)":
-            lambda m, p, rng: ActivationClustering(criterion="size", reduction="ica").fit(
+            lambda m, p, rng, xc, yc: ActivationClustering(criterion="size", reduction="ica").fit(
                 m, p.x, p.y, rng=rng),
-        "spectral signatures": lambda m, p, rng: SpectralSignatures().fit(m, p.x, p.y),
-        "SPECTRE": lambda m, p, rng: Spectre().fit(m, p.x, p.y),
+        "spectral signatures": lambda m, p, rng, xc, yc: SpectralSignatures().fit(m, p.x, p.y),
+        "SPECTRE": lambda m, p, rng, xc, yc: Spectre().fit(m, p.x, p.y),
     }
 
 
@@ -76,7 +82,7 @@ def run_one(ds, seed: int, rate: float, retrain: bool, emit, only: str | None = 
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            det = make(model, p, np.random.default_rng(seed))
+            det = make(model, p, np.random.default_rng(seed), xc, yc)
         secs = time.perf_counter() - t0
         prec, rec = det.score(p)
         row = dict(base, detector=name, precision=prec.value, recall=rec.value,

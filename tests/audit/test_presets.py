@@ -65,7 +65,8 @@ def test_backdoor_preset_plans_the_lab(quick):
     assert {"poisoning/clean/train", "poisoning/badnets/rate=0.1/train",
             "poisoning/clean/mitigation=neural_cleanse"} <= ids
     assert {base + m for m in ("neural_cleanse", "neural_cleanse-prune", "fine_pruning",
-                               "activation_clustering", "spectral_signatures", "strip")} <= ids
+                               "activation_clustering", "spectral_signatures", "strip",
+                               "label_consistency")} <= ids
 
 
 @pytest.mark.parametrize("quick", [False, True])
@@ -95,6 +96,9 @@ def test_backdoor_quick_preset_end_to_end(tmp_path, monkeypatch, capsys):
         acc = sc[f"poisoning/badnets/rate=0.1/mitigation={m}"]["metrics"]["clean_accuracy"]
         assert acc["n"] == 359 and acc["ci_low"] <= acc["value"] <= acc["ci_high"]
     assert sc["poisoning/badnets/rate=0.1/mitigation=strip"]["metrics"]["false_acceptance"]["n"] > 0
+    lc = sc["poisoning/badnets/rate=0.1/mitigation=label_consistency"]["metrics"]
+    assert lc["precision"]["value"] >= 0.9 and lc["recall"]["value"] >= 0.9
+    assert lc["attack_success"]["value"] <= 0.05  # retrained without what it flagged
     assert "false_alarm" in sc["poisoning/clean/mitigation=neural_cleanse"]["metrics"]
     titles = {s["title"] for s in doc["sections"]}
     assert {"Poisoning: Neural Cleanse on the clean model",

@@ -13,8 +13,10 @@
   counts as a clean error and as a failed attack), beside the same model without it on the same
   points; its false-rejection and false-acceptance rates are kept in the record.
 - ``activation_clustering`` (Chen et al. 2018, arXiv:1811.03728), ``spectral_signatures``
-  (Tran, Li & Madry 2018, NeurIPS) and ``spectre`` (Hayase et al. 2021, ICML): flag training
-  samples from the model's activations, then retrain the recipe from scratch without them
+  (Tran, Li & Madry 2018, NeurIPS) and ``spectre`` (Hayase et al. 2021, ICML) flag training
+  samples from the model's activations, ``label_consistency`` those whose label a model trained
+  on the defender's clean data rejects (in the classes where that is significantly common); then
+  retrain the recipe from scratch without them
   (through the shared cached trainer).
 
 The defender's clean data is the share of the training split held out from poisoning. Detection
@@ -128,6 +130,8 @@ def run_mitigation(sc, ctx, model, poisoned, data: dict, retrain) -> dict[str, A
             det = registry.create(name, **params)
             if name == "activation_clustering":
                 det = det.fit(model, x, y, rng=_rng(ctx, sc.id))
+            elif name == "label_consistency":
+                det = det.fit(model, x, y, x_trusted=x_def, y_trusted=y_def, generator=gen)
             else:
                 det = det.fit(model, x, y)
             flagged = det.poisoned_mask_.bool().to(y.device)

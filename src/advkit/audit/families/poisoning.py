@@ -9,8 +9,9 @@ its clean accuracy and the attack's success are measured on the test split with 
 intervals (DESIGN §4). Each named mitigation then runs against each poisoned model: fine-pruning
 (Liu, Dolan-Gavitt & Garg 2018, RAID), Neural Cleanse with unlearning (Wang et al. 2019, IEEE S&P),
 activation clustering (Chen et al. 2018, arXiv:1811.03728), spectral signatures (Tran, Li &
-Madry 2018, NeurIPS) and SPECTRE (Hayase et al. 2021, ICML), the last three followed by
-retraining without the samples they flag, and STRIP (Gao et al. 2019, ACSAC), a test-time filter
+Madry 2018, NeurIPS), SPECTRE (Hayase et al. 2021, ICML) and label consistency against a model
+trained on the defender's clean data (``defenses.detectors.label_consistency``), these four
+followed by retraining without the samples they flag, and STRIP (Gao et al. 2019, ACSAC), a test-time filter
 that rejects inputs whose prediction survives blending with clean images. A clean
 model trained with the same recipe on the same (unpoisoned) data is the reference. Example::
 
@@ -48,8 +49,8 @@ from advkit.audit.spec_sections import RecipeOverrides, _Strict, require_distinc
 from advkit.errors import AdvkitError, AuditSpecError, short
 from advkit.threat_tags import BACKDOOR_POISONING
 
-MITIGATIONS = ("fine_pruning", "neural_cleanse", "strip", "activation_clustering",
-               "spectral_signatures", "spectre")
+MITIGATIONS = ("fine_pruning", "neural_cleanse", "strip", "label_consistency",
+               "activation_clustering", "spectral_signatures", "spectre")
 REPAIRS = ("unlearn", "prune")  # what Neural Cleanse does with the triggers it flags
 IMAGE_ONLY = ("badnets", "blended")  # attacks (and Neural Cleanse) that stamp image triggers
 
