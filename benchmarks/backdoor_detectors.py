@@ -1,7 +1,8 @@
 """Backdoor detectors against ground truth: BadNets on MNIST LeNet at several poisoning rates.
 
 For each seed and rate (share of the 20,000-image training set poisoned; BadNets 3x3 white patch,
-bottom-right, target 0; models from ``bd_models.py``, cached under /tmp):
+bottom-right, target 0, or with ``--attack blended`` Chen et al.'s blended noise key at alpha 0.1;
+models from ``bd_models.py``, cached under /tmp):
 
 - training-set sanitisers (label consistency against a model trained on the defender's clean
   data, activation clustering with exclusionary reclassification and with the paper's size rule,
@@ -18,7 +19,7 @@ bottom-right, target 0; models from ``bd_models.py``, cached under /tmp):
 activation-based sanitisers read once): the floor of their time.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/backdoor_detectors.py [--seeds 0 1 2]
-        [--rates 0.01 0.05 0.1] [--json out.jsonl] [--no-retrain]
+        [--rates 0.01 0.05 0.1] [--attack badnets|blended] [--json out.jsonl] [--no-retrain]
     PYTHONPATH=src python benchmarks/backdoor_detectors.py --from-json out.jsonl  # tables only
 """
 
@@ -60,20 +61,22 @@ def sanitisers():
     }
 
 
-def run_one(ds, seed: int, rate: float, retrain: bool, emit, only: str | None = None) -> None:
+def run_one(ds, seed: int, rate: float, retrain: bool, emit, only: str | None = None,
+            attack: str = "badnets") -> None:
     from advkit.attacks.poisoning.train import evaluate_poison
     from advkit.defenses.detectors.activation_clustering import layer_activations
     from advkit.defenses.detectors.fine_pruning import FinePruning
     from advkit.defenses.detectors.strip import Strip
 
     x, y, xc, yc = split(ds, seed)
-    p = poisoned_set(x, y, rate, seed)
-    model, _, _ = train_cached(ds.info, p.x, p.y, seed, f"badnets-{rate}")
+    p = poisoned_set(x, y, rate, seed, attack)
+    model, _, _ = train_cached(ds.info, p.x, p.y, seed, f"{attack}-{rate}")
     acc, succ = evaluate_poison(model, p, ds.x_test, ds.y_test)
     t0 = time.perf_counter()
     layer_activations(model, p.x)
     fwd = time.perf_counter() - t0
-    base = dict(seed=seed, rate=rate, n_poisoned=p.n_poisoned, clean_accuracy=acc.value,
+    base = dict(attack=attack, seed=seed, rate=rate, n_poisoned=p.n_poisoned,
+                clean_accuracy=acc.value,
                 backdoor_success=succ.value, forward_s=fwd)
     emit(dict(base, detector="none (poisoned model)"))
     for name, make in sanitisers().items():
@@ -166,6 +169,7 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.05, 0.1])
     ap.add_argument("--json", default=None, help="append one JSON line per result here")
     ap.add_argument("--no-retrain", action="store_true")
+    ap.add_argument("--attack", choices=("badnets", "blended"), default="badnets")
     ap.add_argument("--only", default=None,
                     help="run only the sanitisers whose name contains this (no fine-pruning, "
                          "no STRIP)")
@@ -192,7 +196,7 @@ def main() -> None:
     print(f"threads {torch.get_num_threads()}", flush=True)
     for seed in args.seeds:
         for rate in args.rates:
-            run_one(ds, seed, rate, not args.no_retrain, emit, args.only)
+            run_one(ds, seed, rate, not args.no_retrain, emit, args.only, args.attack)
     print(table(rows))
     print(summary(rows))
 

@@ -51,10 +51,15 @@ def train_cached(info, x, y, seed: int, tag: str):
     return model.eval(), secs, False
 
 
-def poisoned_set(x, y, rate: float, seed: int):
+def poisoned_set(x, y, rate: float, seed: int, attack: str = "badnets"):
+    """BadNets (3x3 white patch, bottom-right) or blended (Chen et al. 2017: uniform-noise key,
+    alpha 0.1 in training and at test time), all-to-one, target 0."""
     from advkit.attacks.poisoning.badnets import BadNets
+    from advkit.attacks.poisoning.blended import Blended
 
-    return BadNets(size=3, target=0, rate=rate).poison(x, y, rng=np.random.default_rng(seed))
+    att = BadNets(size=3, target=0, rate=rate) if attack == "badnets" else \
+        Blended(alpha=0.1, target=0, rate=rate)
+    return att.poison(x, y, rng=np.random.default_rng(seed))
 
 
 def main() -> None:

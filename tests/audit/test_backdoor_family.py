@@ -34,7 +34,8 @@ backdoor:
 FULL = """\
   mitigations: [unlearn, prune]
   training_data: {path: train.npz, poisoned_indices: poisoned}
-  sanitisers: {activation_clustering: {reduction: pca, criterion: size}, spectral: {}}
+  sanitisers: {activation_clustering: {reduction: pca, criterion: size}, spectral: {},
+               label_consistency: {epochs: 20, lr_milestones: null}}
   retrain: {epochs: 5, lr: 0.003}
 """
 
@@ -116,6 +117,10 @@ def test_backdoored_model_is_flagged_screened_and_mitigated(folder, capsys):
             assert 0.0 <= m[key]["value"] <= 1.0 and m[key]["n"] > 0
             assert m[key]["ci_low"] <= m[key]["value"] <= m[key]["ci_high"]
         assert m["precision_by_chance"] == pytest.approx(share)
+    # against a model trained on the clean data, the relabelled samples stand out in class 7 only
+    lc = sc["backdoor/label-consistency"]["metrics"]
+    assert lc["precision"]["value"] >= 0.9 and lc["recall"]["value"] >= 0.9
+    assert sc["backdoor/retrain/label-consistency"]["metrics"]["poisoned_to_label"]["value"] < 0.1
     # the verdict, its figures and the report's sections
     verdict = next(v for v in report["verdicts"] if v["threat"] == "backdoor")
     assert verdict["status"] == "vulnerable"

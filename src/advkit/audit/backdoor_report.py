@@ -33,7 +33,8 @@ MIN_RECALL = 0.9
 NAMES = {"backdoor/neural-cleanse/unlearn": "Neural Cleanse unlearning",
          "backdoor/neural-cleanse/prune": "Neural Cleanse pruning",
          "backdoor/activation-clustering": "activation clustering",
-         "backdoor/spectral": "spectral signatures"}
+         "backdoor/spectral": "spectral signatures", "backdoor/spectre": "SPECTRE",
+         "backdoor/label-consistency": "label consistency"}
 
 
 def _p(pair) -> Proportion | None:
@@ -220,11 +221,15 @@ def _sanitiser_section(records: list[dict], data_file: str | None) -> Section | 
         text=(f"The model's training data ({data_file}) seen through its last hidden layer. "
               "Activation clustering (Chen et al. 2018) splits each class's activations in two "
               "and flags a small cluster; spectral signatures (Tran et al. 2018) flag each "
-              "class's samples with the largest projection on the top singular vector. Precision "
+              "class's samples with the largest projection on the top singular vector; label "
+              "consistency flags the samples whose label a model trained on the clean data "
+              "rejects, in the classes where that happens significantly more often than on "
+              "held-out clean data (it finds dirty-label poison only). Precision "
               "and recall are against the poisoned indices the spec gave (95 % Wilson "
-              "intervals); precision by chance is the poisoned share of the data. Both assume "
-              "the poison is a minority of its class: when it is half of the target class (an "
-              "all-to-one attack on 10 % of a 10-class set) they separate it poorly."),
+              "intervals); precision by chance is the poisoned share of the data. The "
+              "activation-based ones assume the poison is a minority of its class: when it is "
+              "half of the target class (an all-to-one attack on 10 % of a 10-class set) they "
+              "separate it poorly."),
         tables=[Table(columns=["sanitiser", "flagged", "samples", "precision", "recall",
                                "precision by chance", "classes flagged"], rows=rows)])
 

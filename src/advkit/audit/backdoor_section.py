@@ -13,8 +13,10 @@
         y: y
         poisoned_indices: poisoned        # optional: indices (or a boolean mask) known to be
                                           # poisoned, used only to score the sanitisers
-      sanitisers: [activation_clustering, spectral]   # default with training_data: all three
-                                          # (activation_clustering, spectral, spectre);
+      sanitisers: [activation_clustering, spectral]   # default with training_data: all four
+                                          # (activation_clustering, spectral, spectre,
+                                          # label_consistency: against a model trained on the
+                                          # clean data, clean_samples of the dataset);
                                           # or {spectral: {expected_rate: 0.3}} with parameters
       retrain: {epochs: 10, lr: 0.001, batch_size: 64}  # retrain on each filtered set
                                           # (models advkit can rebuild: zoo architectures)
@@ -41,7 +43,7 @@ from advkit.errors import AdvkitError, AuditSpecError, short
 
 # spec name -> registry name of the detector
 SANITISERS = {"activation_clustering": "activation_clustering", "spectral": "spectral_signatures",
-              "spectre": "spectre"}
+              "spectre": "spectre", "label_consistency": "label_consistency"}
 MITIGATIONS = ("unlearn", "prune")
 
 

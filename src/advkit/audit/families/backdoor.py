@@ -10,9 +10,11 @@ Stages (ids stable; the spec section is ``advkit.audit.backdoor_section``):
 - ``backdoor/neural-cleanse/unlearn`` and ``.../prune``: its mitigations (unlearning: fine-tune
   with the reversed trigger stamped and correct labels; pruning: silence the last conv layer's
   channels the trigger excites, in the spirit of fine-pruning, Liu et al. 2018, RAID).
-- ``backdoor/activation-clustering`` (Chen et al. 2018, arXiv:1811.03728) and
-  ``backdoor/spectral`` (Tran et al. 2018, NeurIPS): sanitisers of the training data the spec
-  names, scored by precision and recall against the poisoned indices when the spec gives them.
+- ``backdoor/activation-clustering`` (Chen et al. 2018, arXiv:1811.03728),
+  ``backdoor/spectral`` (Tran et al. 2018, NeurIPS), ``backdoor/spectre`` (Hayase et al. 2021)
+  and ``backdoor/label-consistency`` (against a model trained on the clean data): sanitisers of
+  the training data the spec names, scored by precision and recall against the poisoned
+  indices when the spec gives them.
 - ``backdoor/retrain/<sanitiser>``: a fresh model of the same architecture trained on the
   filtered set, for models advkit can rebuild (a zoo architecture: a ``model.zoo`` or an advkit
   model folder); for any other model the stage is left out and the report says why.
@@ -232,7 +234,7 @@ class BackdoorFamily(Family):
                 "(an advkit folder or model: {class: ..., weights: ...}) or keep only "
                 "neural_cleanse")
         st = _State(section=s, stages={sc.id: sc for sc in plan})
-        if s.nc_on:
+        if s.nc_on or "label_consistency" in s.sanitiser_params:
             self._prepare_clean(st, ctx)
         if "prune" in s.mitigations and not any(isinstance(m, nn.Conv2d)
                                                 for m in model.modules()):
@@ -267,7 +269,7 @@ class BackdoorFamily(Family):
 
     def _prepare_clean(self, st: _State, ctx: AuditContext) -> None:
         s, spec, target = st.section, ctx.spec, ctx.subject.target
-        if len(target.contract.shape) != 3:
+        if s.nc_on and len(target.contract.shape) != 3:
             raise AuditSpecError(
                 f"backdoor.neural_cleanse: Neural Cleanse reverses image triggers and the model "
                 f"takes inputs of shape {tuple(target.contract.shape)}; set neural_cleanse: false")
@@ -275,9 +277,10 @@ class BackdoorFamily(Family):
         if td is not None and spec.dataset.path is not None:
             if same_file(resolve(td.path, spec.model.spec_dir), spec.dataset.path):
                 raise AuditSpecError(
-                    "backdoor: Neural Cleanse needs clean data and takes it from the dataset's "
-                    "training split, but dataset.path is the (poisoned) training_data file; point "
-                    "dataset at clean data or set neural_cleanse: false")
+                    "backdoor: Neural Cleanse and label_consistency need clean data and take it "
+                    "from the dataset's training split, but dataset.path is the (poisoned) "
+                    "training_data file; point dataset at clean data, or set neural_cleanse: "
+                    "false and leave label_consistency out of sanitisers")
         ds = ctx.subject.dataset
         g = ctx.generator("backdoor/clean-data")
         pick = torch.randperm(len(ds.y_train), generator=g)[: s.clean_samples]
@@ -339,6 +342,10 @@ class BackdoorFamily(Family):
         det = registry.create(SANITISERS[name], **sc.params["params"])
         if name == "activation_clustering":
             det = det.fit(_model(ctx), tr.x, tr.y, rng=np.random.default_rng(_seed(g)))
+            classes = [int(c) for c in det.flagged_classes_]
+        elif name == "label_consistency":
+            det = det.fit(_model(ctx), tr.x, tr.y, x_trusted=st.clean_x, y_trusted=st.clean_y,
+                          generator=g)
             classes = [int(c) for c in det.flagged_classes_]
         else:
             det = det.fit(_model(ctx), tr.x, tr.y)
