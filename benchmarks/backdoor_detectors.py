@@ -70,7 +70,8 @@ def run_one(ds, seed: int, rate: float, retrain: bool, emit, only: str | None = 
 
     x, y, xc, yc = split(ds, seed)
     p = poisoned_set(x, y, rate, seed, attack)
-    model, _, _ = train_cached(ds.info, p.x, p.y, seed, f"{attack}-{rate}")
+    arch = "mlp" if attack == "tabular" else "lenet"
+    model, _, _ = train_cached(ds.info, p.x, p.y, seed, f"{attack}-{rate}", arch)
     acc, succ = evaluate_poison(model, p, ds.x_test, ds.y_test)
     t0 = time.perf_counter()
     layer_activations(model, p.x)
@@ -92,14 +93,18 @@ def run_one(ds, seed: int, rate: float, retrain: bool, emit, only: str | None = 
                    n_flagged=prec.n, seconds=secs)
         if retrain:
             keep = ~det.poisoned_mask_.bool()
-            m2, _, _ = train_cached(ds.info, p.x[keep], p.y[keep], seed, f"retrain-{rate}")
+            m2, _, _ = train_cached(ds.info, p.x[keep], p.y[keep], seed, f"retrain-{rate}",
+                                    arch)
             a2, s2 = evaluate_poison(m2, p, ds.x_test, ds.y_test)
             row.update(retrained_success=s2.value, retrained_accuracy=a2.value,
                        accuracy_cost_points=100 * (acc.value - a2.value))
         emit(row)
     if only is not None:
         return
-    fp = FinePruning().fit(model, xc, yc, trigger=p.apply_trigger, target=0,
+    from advkit.audit.poisoning_stages import default_layer
+
+    fp = FinePruning(layer=default_layer(model)).fit(model, xc, yc, trigger=p.apply_trigger,
+                                                     target=int(p.target),
                            generator=torch.Generator().manual_seed(seed))
     a3, s3 = evaluate_poison(fp.model_, p, ds.x_test, ds.y_test)
     emit(dict(base, detector="fine-pruning", seconds=fp.seconds_, retrained_success=s3.value,
@@ -107,6 +112,8 @@ def run_one(ds, seed: int, rate: float, retrain: bool, emit, only: str | None = 
               pruned=len(fp.pruned_channels_),
               curve=[(c["fraction_pruned"], c["clean_accuracy"], c["backdoor_success"])
                      for c in fp.curve_]))
+    if attack == "tabular":  # STRIP superimposes images
+        return
     st = Strip(frr=0.01).fit(model, xc[:2000], generator=torch.Generator().manual_seed(seed))
     xt = ds.x_test[:1000]
     xtr = p.apply_trigger(ds.x_test[1000:][ds.y_test[1000:] != 0][:1000])
@@ -173,7 +180,8 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.05, 0.1])
     ap.add_argument("--json", default=None, help="append one JSON line per result here")
     ap.add_argument("--no-retrain", action="store_true")
-    ap.add_argument("--attack", choices=("badnets", "blended"), default="badnets")
+    ap.add_argument("--attack", choices=("badnets", "blended", "tabular"), default="badnets",
+                    help="tabular: the tabular backdoor on UCI Adult with an MLP")
     ap.add_argument("--only", default=None,
                     help="run only the sanitisers whose name contains this (no fine-pruning, "
                          "no STRIP)")
@@ -188,7 +196,7 @@ def main() -> None:
         rows.sort(key=lambda r: (r["rate"], r["seed"]))
         print(summary(rows))
         return
-    ds = load("mnist")
+    ds = load("adult" if args.attack == "tabular" else "mnist")
 
     def emit(row: dict) -> None:
         rows.append(row)

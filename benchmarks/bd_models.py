@@ -30,19 +30,20 @@ def split(ds, seed: int):
     return ds.x_train[tr], ds.y_train[tr], ds.x_train[cl], ds.y_train[cl]
 
 
-def train_cached(info, x, y, seed: int, tag: str):
-    """(model, seconds trained, from cache)."""
+def train_cached(info, x, y, seed: int, tag: str, model_name: str = "lenet"):
+    """(model, seconds trained, from cache); ``model_name``: a zoo model (``mlp`` on tables)."""
     from advkit.models.cache import cache_folder, load_cached, store
     from advkit.models.train import train
     from advkit.models.zoo import build
 
-    recipe = {"model": "lenet", "batch": BATCH, "schedule": SCHEDULE, "seed": seed}
+    recipe = {"model": model_name, "batch": BATCH, "schedule": SCHEDULE, "seed": seed}
     folder = cache_folder("bd-bench", tag, recipe, x, y)
     loaded = load_cached(folder)
     if loaded is not None:
         return loaded.model.eval(), 0.0, True
     g = torch.Generator().manual_seed(seed)
-    model = build("lenet", input_shape=tuple(info.shape), n_classes=info.n_classes, generator=g)
+    model = build(model_name, input_shape=tuple(info.shape), n_classes=info.n_classes,
+                  generator=g)
     t0 = time.perf_counter()
     for epochs, lr in SCHEDULE:
         train(model, x, y, epochs=epochs, lr=lr, batch_size=BATCH, generator=g, progress=False)
@@ -53,12 +54,15 @@ def train_cached(info, x, y, seed: int, tag: str):
 
 def poisoned_set(x, y, rate: float, seed: int, attack: str = "badnets"):
     """BadNets (3x3 white patch, bottom-right) or blended (Chen et al. 2017: uniform-noise key,
-    alpha 0.1 in training and at test time), all-to-one, target 0."""
+    alpha 0.1 in training and at test time), all-to-one, target 0; or the tabular backdoor (the 3
+    features least correlated with the target set to their maximum), target 1."""
     from advkit.attacks.poisoning.badnets import BadNets
     from advkit.attacks.poisoning.blended import Blended
+    from advkit.attacks.poisoning.tabular import TabularBackdoor
 
-    att = BadNets(size=3, target=0, rate=rate) if attack == "badnets" else \
-        Blended(alpha=0.1, target=0, rate=rate)
+    att = {"badnets": lambda: BadNets(size=3, target=0, rate=rate),
+           "blended": lambda: Blended(alpha=0.1, target=0, rate=rate),
+           "tabular": lambda: TabularBackdoor(target=1, rate=rate)}[attack]()
     return att.poison(x, y, rng=np.random.default_rng(seed))
 
 
