@@ -1,5 +1,6 @@
-"""Query-based black-box attacks (HopSkipJump L2/L∞, Boundary, SimBA pixel/DCT): time against
-the forward-pass floor, success and median norm, on a digits CNN and a breast_cancer random forest.
+"""Query-based black-box attacks (HopSkipJump L2/L∞, Boundary, Sign-OPT, SimBA pixel/DCT, ZOO):
+time against the forward-pass floor, success and median norm, on a digits CNN and a breast_cancer
+random forest, all at the same per-point query budget.
 
 The floor of a black-box attack is its number of queries times the per-sample time of one forward
 pass of the same model at batch 256, measured in the same run (DESIGN §6; median of ``--repeats``
@@ -8,7 +9,7 @@ point), so their ratio also holds the per-call cost of the model (large for scik
 whose predict_proba has a fixed cost per call).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/decision_attacks.py \
-        [--n 100] [--queries 1000] [--json out.json]
+        [--n 100] [--queries 1000] [--only zoo sign-opt hopskipjump] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ CONFIGS = [  # (label, registry name, params); DCT only on images
     ("boundary L2", "boundary", {}),
     ("simba pixel", "simba", {"basis": "pixel", "step": 0.2}),
     ("simba dct", "simba", {"basis": "dct", "step": 0.2}),
+    ("sign-opt L2", "sign-opt", {}),
+    ("zoo L2", "zoo", {}),
 ]
+# the forest answers piecewise-constant scores: ZOO's difference quotient needs a step of the order
+# of its split spacing (with the paper's h = 1e-4 it sees a zero derivative almost everywhere)
+FOREST_PARAMS = {"zoo": {"h": 0.2, "learning_rate": 0.05}}
 
 
 def digits_cnn(n: int):
@@ -88,6 +94,10 @@ def run(model_name: str, build, args) -> list[dict]:
     for label, name, params in CONFIGS:
         if name == "simba" and params.get("basis") == "dct" and x.dim() < 4:
             continue
+        if args.only and name not in args.only:
+            continue
+        if x.dim() < 4:
+            params = {**params, **FOREST_PARAMS.get(name, {})}
         attack = registry.create(name, max_queries=args.queries, **params)
         target.reset_queries()
         w, c = time.perf_counter(), time.process_time()
@@ -116,6 +126,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="points per model")
     ap.add_argument("--queries", type=int, default=1000, help="max queries per point")
     ap.add_argument("--repeats", type=int, default=7, help="timings of the forward floor")
+    ap.add_argument("--only", nargs="*", default=None, help="registry names to run (all: none)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     print(f"threads {torch.get_num_threads()} (OMP_NUM_THREADS="

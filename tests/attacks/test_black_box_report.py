@@ -20,10 +20,12 @@ def test_spec_names_them_and_the_report_draws_their_query_curves(breast_cancer_f
         "attacks": [{"name": "hopskipjump", "norm": "linf", "params": {"max_queries": 60}},
                     {"name": "boundary", "params": {"max_queries": 60}},
                     {"name": "simba", "params": {"max_queries": 60}},
+                    {"name": "zoo", "params": {"max_queries": 60, "h": 0.2}},
+                    {"name": "sign-opt", "params": {"max_queries": 60}},
                     {"name": "square", "eps": [0.1], "params": {"n_queries": 60}}]})
     plan = make_plan(spec)
-    assert [sc.id for sc in plan] == ["hopskipjump/Linf", "boundary/L2", "simba/L2",
-                                      "square/Linf/eps=0.1"]
+    assert [sc.id for sc in plan] == ["hopskipjump/Linf", "boundary/L2", "simba/L2", "zoo/L2",
+                                      "sign-opt/L2", "square/Linf/eps=0.1"]
     clean_pred = target.labels(x)
     results = []
     for sc in plan:
@@ -33,11 +35,15 @@ def test_spec_names_them_and_the_report_draws_their_query_curves(breast_cancer_f
     report = Report(manifest={}, model={}, dataset={}, scenarios=results)
     success = query_plot(report)
     assert [s.label for s in success.series] == ["hopskipjump (Linf)", "boundary (L2)",
-                                                 "simba (L2)", "square eps=0.1"]
+                                                 "simba (L2)", "zoo (L2)", "sign-opt (L2)",
+                                                 "square eps=0.1"]
     assert all(len(s.x) == 60 and s.x[0] == 1 for s in success.series)
     norms = norm_query_plot(report)
+    # ZOO fools fewer than half of the forest's points within 60 queries (one iteration of 29
+    # coordinates): its median norm is never defined, so it has no series here
+    assert success.series[3].y[-1] < 0.5
     assert [s.label for s in norms.series] == ["hopskipjump (Linf)", "boundary (L2)",
-                                               "simba (L2)"]
+                                               "simba (L2)", "sign-opt (L2)"]
     hsj = norms.series[0]
     # the median is left out while fewer than half the points have an adversarial point
     assert 0 < len(hsj.x) < 60 and hsj.y[-1] <= hsj.y[0]

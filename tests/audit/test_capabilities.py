@@ -182,7 +182,7 @@ def test_labels_only_adapted_plan_runs_hopskipjump_once_per_norm():
     assert [(sc.id, sc.attack, sc.eps) for sc in out.plan] == [("hopskipjump/Linf",
                                                                   "hopskipjump", None)]
     assert out.plan[0].attack_params() == {"norm": "linf"}
-    assert out.working == ["boundary", "hopskipjump"]
+    assert out.working == ["boundary", "hopskipjump", "sign-opt"]
     text = out.summary()
     assert "pgd needs gradients: hopskipjump ran instead once at the same norm" in text
     assert "square" not in text.lower()

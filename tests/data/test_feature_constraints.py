@@ -65,7 +65,8 @@ PARAMS = {"pgd": {"eps": 0.37, "steps": 10}, "bim": {"eps": 0.37, "steps": 10},
           "cw-l2": {"max_iter": 20, "binary_search_steps": 2}, "deepfool": {"max_iter": 10},
           "jsma": {}, "pgd-l2": {"eps": 1.5, "norm": "l2", "steps": 10},
           "hopskipjump": {"max_queries": 100}, "boundary": {"max_queries": 100},
-          "simba": {"max_queries": 100}}
+          "simba": {"max_queries": 100}, "zoo": {"max_queries": 100},
+          "sign-opt": {"max_queries": 100}}
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))

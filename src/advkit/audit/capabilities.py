@@ -12,13 +12,13 @@ The rule for a scenario the target cannot run:
   built-in default audit): a budgeted attack is replaced by the first registered attack that runs
   on the target at the same norm and eps (its ``suggest`` first: Square), else dropped.
 
-On a labels-only target only the decision-based attacks run (HopSkipJump, Boundary): an explicit
-request for anything else is refused; an adapted plan replaces every scenario it cannot run by one
-HopSkipJump run at the scenario's norm (Boundary where only it takes the norm): a minimum-norm
-attack, whose per-point norms answer every eps of that norm; the report says so. On a target that
-answers scores a minimum-norm scenario is dropped, not replaced: Square already replaces the
-budgeted ones, and a decision-based run on top would add its queries to every default audit of a
-model without gradients.
+On a labels-only target only the decision-based attacks run (HopSkipJump, Boundary, Sign-OPT): an
+explicit request for anything else is refused; an adapted plan replaces every scenario it cannot
+run by one HopSkipJump run at the scenario's norm (another minimum-norm decision-based attack where
+only it takes the norm): a minimum-norm attack, whose per-point norms answer every eps of that
+norm; the report says so. On a target that answers scores a minimum-norm scenario is dropped, not
+replaced: Square already replaces the budgeted ones, and a decision-based run on top would add its
+queries to every default audit of a model without gradients.
 """
 
 from __future__ import annotations

@@ -262,7 +262,7 @@ def _hardening_finding(d: _Defense) -> Finding:
     if direct is None:
         return Finding(severity="warning", value=None, threshold=None, scenario=r["id"],
                        why=f"{d.key} answers labels only: no registered budgeted attack runs "
-                           "through it (the decision-based ones, hopskipjump and boundary, are "
+                           "through it (the decision-based ones, hopskipjump, boundary and sign-opt, are "
                            "minimum-norm and are not run here); the undefended "
                            f"model's adversarial examples still leave only {t.value:.3f} robust",
                        **common)

@@ -101,7 +101,7 @@ class LabelOracle:
         return self.goal.success(pred.to(self.y.device), self.y[owners])
 
 
-def _rand(shape, generator, like: torch.Tensor) -> torch.Tensor:
+def uniform(shape, generator, like: torch.Tensor) -> torch.Tensor:
     dev = generator.device if generator is not None else like.device
     return torch.rand(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
 
@@ -124,7 +124,7 @@ def start_points(oracle: LabelOracle, idx: torch.Tensor, bounds, tries: int, gen
         todo = torch.nonzero(~found & (led.left(idx) > 0)).squeeze(1)
         if todo.numel() == 0:
             break
-        noise = lo + (hi - lo) * _rand((todo.numel(), x.shape[1]), generator, x)
+        noise = lo + (hi - lo) * uniform((todo.numel(), x.shape[1]), generator, x)
         ok = oracle.adversarial(noise, idx[todo])
         start[todo[ok]], found[todo[ok]] = noise[ok], True
     if not bool(found.all()):  # another input of the batch the target already answers right for
