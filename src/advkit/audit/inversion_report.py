@@ -79,8 +79,7 @@ def _inversion(report: Report, r: dict) -> tuple[Finding, dict]:
     text = (f"MI-Face (Fredrikson, Jha & Ristenpart 2015, Algorithm 1) descends 1 - f_t(x) from "
             "the all-zeros input, one run per class (top row: the reconstruction and the "
             "model's confidence in its class; bottom row: the class's mean training image, "
-            "for comparison) "
-            f": at most {p['steps']} steps of size {p['lr']}, "
+            f"for comparison): at most {p['steps']} steps of size {p['lr']}, "
             f"stopping after {p['patience']} steps without progress or at confidence "
             f"{p['min_confidence']}; denoising width {p['denoise']}, total-variation weight "
             f"{p['tv_weight']}; {r['queries']} gradient queries. Scores: a logistic-regression "
@@ -165,7 +164,8 @@ def add_to(report: Report, records: list[dict]) -> None:
                 "value of the training split's marginal. Records: the privacy split's "
                 f"{first['methods'][first['judged']]['members']['n']} training members and as "
                 "many non-members; advantage = attack accuracy - baseline accuracy on the same "
-                f"records (paired 95 % interval). Model answers used: {first['used']}.")
+                f"records (paired 95 % interval, Newcombe 1998 method 10). Model answers used: "
+                f"{first['used']}.")
         report.sections.append(Section(
             title="Privacy: attribute inference", text=text,
             tables=[Table(columns=["feature", "method", "records", "attack accuracy",
