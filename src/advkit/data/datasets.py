@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advkit.data import tabular
+from advkit.data import tabular, uci
 from advkit.data.idx import read_idx
 from advkit.data.info import Dataset, DatasetInfo
 from advkit.data.npz_limits import check_npz
@@ -43,7 +43,7 @@ from advkit.paths import is_file
 
 log = logging.getLogger(__name__)
 
-KNOWN_NAMES = ("digits", "breast_cancer", "mnist", "fashion_mnist")
+KNOWN_NAMES = ("digits", "breast_cancer", "mnist", "fashion_mnist", "adult", "german_credit")
 FILE_TYPES = (".npz",) + tabular.TABLE_SUFFIXES
 SPLIT_SEED = 0  # the fixed seed of the built-in stratified splits
 CACHE_ENV = "ADVKIT_CACHE_DIR"
@@ -81,6 +81,8 @@ def available() -> dict[str, bool]:
         "breast_cancer": True,
         "mnist": _mnist_zip() is not None and _find_spec("zarr") is not None,
         "fashion_mnist": not _fashion_files(_fashion_dir())[1],
+        "adult": uci.available(),
+        "german_credit": uci.available(),
     }
 
 
@@ -93,7 +95,8 @@ def load(name_or_path: str | os.PathLike, *, label_column: str | None = None,
     ``rng_seed`` seeds the stratified 80/20 split of user files that carry no test set; built-in
     splits are fixed. ``cache_dir`` overrides where MNIST / Fashion-MNIST are cached.
     Tabular data only: ``preprocessing`` (``none``, the default for user files, ``minmax`` or
-    ``standard``; ``breast_cancer`` is always min-max scaled) and ``features``, the declared
+    ``standard``; ``breast_cancer`` is always min-max scaled; ``adult`` and ``german_credit``
+    default to ``minmax``, see :mod:`advkit.data.uci`) and ``features``, the declared
     bounds and constraints (:func:`advkit.data.features.build_space`).
     """
     check_range("rng_seed", rng_seed, lo=0, hi=2**32 - 1, kind=int)
@@ -112,6 +115,11 @@ def load(name_or_path: str | os.PathLike, *, label_column: str | None = None,
                     "preprocessing", preprocessing, "'minmax' or unset for the built-in "
                     "breast_cancer (it is always min-max scaled with its training statistics)")
             return _load_breast_cancer(cache_dir, features=features)
+        if key == "adult":
+            return uci.load_adult(preprocessing=preprocessing, features=features)
+        if key == "german_credit":
+            return uci.load_german_credit(preprocessing=preprocessing, features=features,
+                                          split_seed=SPLIT_SEED)
         if features or preprocessing not in (None, "none"):
             raise InvalidParameterError("features / preprocessing", key,
                                         "unset for an image dataset (they apply to tabular data)")
@@ -202,6 +210,7 @@ def _load_fashion_mnist(cache_dir) -> Dataset:
 _BUILTINS: dict[str, Callable[..., Dataset]] = {
     "digits": _load_digits, "breast_cancer": _load_breast_cancer,
     "mnist": _load_mnist, "fashion_mnist": _load_fashion_mnist,
+    "adult": uci.load_adult, "german_credit": uci.load_german_credit,  # loaded by load() itself
 }
 
 

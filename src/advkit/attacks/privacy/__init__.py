@@ -4,4 +4,6 @@ Membership inference: ``loss_threshold`` (Yeom et al. 2018), ``entropy`` (modifi
 Mittal 2021), ``lira`` (Carlini et al. 2022), ``rmia`` (Zarifzadeh et al. 2024); ``shadow`` trains
 their shadow/reference models (together in one vmap pass, or one by one) and ``common`` reads a
 Target's or a callable's probabilities. Their metrics live in ``advkit.evaluation.privacy``.
+Model inversion: ``mi_face`` (Fredrikson et al. 2015) and ``attribute_inference`` (Fredrikson et
+al. 2014; Yeom et al. 2018), scored by ``advkit.evaluation.inversion``.
 """

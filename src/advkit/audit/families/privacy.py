@@ -28,9 +28,23 @@ seed under the model cache. Example::
         - {name: lira, params: {n_reference: 8}}
         - {name: rmia, params: {n_reference: 8, variant: offline}}
 
-Stages (stable ids): ``privacy/references/n=M`` per distinct reference count, and
-``privacy/membership/LABEL`` per attack (``label`` defaults to the name). Each record holds the
-metrics of every score variant of its attack (JSON), so the report is built from records alone.
+Model inversion (AML.T0024.001, ``advkit.audit.inversion_stages``): ``inversion`` runs MI-Face
+(Fredrikson et al. 2015) once per class on an image model with input gradients and scores the
+reconstructions; ``attribute`` infers each named sensitive feature of a table (a categorical
+column's one-hot group, or a feature with at most 20 distinct values) from the model's answers and
+the record's other features (Fredrikson et al. 2014; Yeom et al. 2018), on the same members and
+non-members, against the baseline that guesses the marginal's most common value::
+
+    privacy:
+      inversion: {classes: [0, 1, 2], params: {steps: 1000, denoise: 0.5}}
+      attribute: {features: [sex, race], method: fredrikson}
+
+At least one of ``membership``, ``inversion`` and ``attribute`` is needed.
+
+Stages (stable ids): ``privacy/references/n=M`` per distinct reference count,
+``privacy/membership/LABEL`` per attack (``label`` defaults to the name), ``privacy/inversion``
+and ``privacy/attribute/FEATURE``. Each record holds the metrics of every score variant of its
+attack (JSON), so the report is built from records alone.
 """
 
 from __future__ import annotations
@@ -89,6 +103,7 @@ def _algorithms() -> dict[str, tuple[type, type | None]]:
 
 
 ATTACKS = ("loss", "entropy", "lira", "rmia")
+ATTRIBUTE_METHODS = ("fredrikson", "yeom")
 
 
 def split_params(name: str, params: dict) -> tuple[dict, dict]:
@@ -121,12 +136,34 @@ class MembershipSpec(_Strict):
         return self.label or self.name
 
 
+class InversionSpec(_Strict):
+    classes: list[int] | None = Field(default=None, min_length=1, max_length=1000)  # None: all
+    params: dict[str, Any] = Field(default_factory=dict)  # MIFace's parameters
+
+
+class AttributeSpec(_Strict):
+    features: list[str] = Field(min_length=1, max_length=50)
+    method: str = "fredrikson"  # the method judged (both are measured)
+
+    @model_validator(mode="after")
+    def _check(self):
+        require_distinct(self.features, "attribute features")
+        if self.method not in ATTRIBUTE_METHODS:
+            raise ValueError(f"method must be one of {', '.join(ATTRIBUTE_METHODS)}, got "
+                             f"{short(self.method)}")
+        return self
+
+
 class PrivacySpec(_Strict):
-    membership: list[MembershipSpec] = Field(min_length=1)
+    membership: list[MembershipSpec] = Field(default_factory=list)
+    inversion: InversionSpec | None = None
+    attribute: AttributeSpec | None = None
     members: int = Field(default=200, ge=10, le=100_000)  # members scored (and non-members)
 
     @model_validator(mode="after")
     def _distinct(self):
+        if not (self.membership or self.inversion or self.attribute):
+            raise ValueError("give at least one of membership, inversion and attribute")
         require_distinct([m.key for m in self.membership], "membership attacks")
         return self
 
@@ -142,7 +179,8 @@ def recipe_for(spec, source: str = "privacy"):
 
 @family
 class PrivacyFamily(Family):
-    """Membership inference (AML.T0024.000 Infer Training Data Membership)."""
+    """Membership inference (AML.T0024.000 Infer Training Data Membership) and model inversion
+    (AML.T0024.001 Invert ML Model)."""
 
     name = "privacy"
     order = 60
@@ -150,7 +188,22 @@ class PrivacyFamily(Family):
 
     def parse(self, data, *, source: str) -> PrivacySpec:
         sec = validate_section(PrivacySpec, data, source=source, module="privacy",
-                               expected="'membership' (and optionally 'members')")
+                               expected="'membership', 'inversion' or 'attribute' (and "
+                                        "optionally 'members')")
+        if sec.inversion is not None:
+            from advkit.attacks.privacy.mi_face import MIFace
+
+            try:
+                for k, v in sec.inversion.params.items():
+                    if k not in declarations(MIFace):
+                        raise UnknownParameterError("mi_face", k, v, sorted(declarations(MIFace)))
+                check_values(MIFace, sec.inversion.params)
+                MIFace(**sec.inversion.params)
+            except AdvkitError as exc:
+                raise AuditSpecError(f"{source}.inversion: {exc}") from None
+            if any(c < 0 for c in sec.inversion.classes or []):
+                raise AuditSpecError(f"{source}.inversion.classes: class indices are >= 0, got "
+                                     f"{short(sec.inversion.classes)}")
         for i, m in enumerate(sec.membership):
             if m.name not in ATTACKS:
                 raise AuditSpecError(f"{source}.membership[{i}].name: unknown membership attack "
@@ -183,6 +236,15 @@ class PrivacyFamily(Family):
                 out.append(Scenario(refs[n], "references", "none", None,
                                     {**common, "recipe": recipe, "n_reference": n},
                                     kind="references", family=self.name))
+        if sec.inversion is not None:
+            out.append(Scenario("privacy/inversion", "mi_face", "none", None,
+                                {**common, "classes": sec.inversion.classes,
+                                 "algorithm": dict(sec.inversion.params)},
+                                kind="inversion", family=self.name))
+        for f in (sec.attribute.features if sec.attribute else []):
+            out.append(Scenario(f"privacy/attribute/{f}", "attribute", "none", None,
+                                {**common, "feature": f, "method": sec.attribute.method},
+                                kind="attribute", family=self.name))
         for m in sec.membership:
             algo, settings = split_params(m.name, m.params)
             deps = (refs[settings["n_reference"]],) if "n_reference" in settings else ()
@@ -194,28 +256,35 @@ class PrivacyFamily(Family):
         return out
 
     def prepare(self, plan, ctx: AuditContext) -> list[Scenario]:
-        from advkit.audit import privacy_stages
+        from advkit.audit import inversion_stages, privacy_stages
 
         privacy_stages.check_data(plan, ctx)
+        inversion_stages.check(plan, ctx)
         return plan
 
     def run(self, sc: Scenario, ctx: AuditContext, deps: dict[str, dict]) -> dict:
         from advkit.audit import privacy_stages
 
         t0 = time.perf_counter()
-        rec = privacy_stages.run_stage(sc, ctx)
+        if sc.kind in ("inversion", "attribute"):
+            from advkit.audit import inversion_stages
+
+            rec = inversion_stages.run_stage(sc, ctx)
+        else:
+            rec = privacy_stages.run_stage(sc, ctx)
         return {"id": sc.id, "kind": sc.kind, "attack": sc.attack, **rec,
                 "seconds": time.perf_counter() - t0}
 
     def results(self, records, ctx: AuditContext):
-        from advkit.audit import privacy_report
+        from advkit.audit import inversion_report, privacy_report
 
-        return privacy_report.results(records)
+        return privacy_report.results(records) + inversion_report.results(records)
 
     def report(self, report, records, ctx: AuditContext) -> None:
-        from advkit.audit import privacy_report
+        from advkit.audit import inversion_report, privacy_report
 
         privacy_report.add_to(report, records)
+        inversion_report.add_to(report, records)
 
 
 # -- reference models, cached --------------------------------------------------------------------
