@@ -227,7 +227,10 @@ def scan_onnx(path, sha: str):
     """The ScanResult of an ONNX file (the verdict ``advkit scan`` prints and loaders gate on)."""
     from advkit.models.scan import ScanResult
 
-    ins = inspect_onnx(path)
+    try:
+        ins = inspect_onnx(path)
+    except InputContractError as exc:  # the onnx extra is not installed
+        return ScanResult(Path(path), "unknown", sha, False, issues=(str(exc),))
     if ins.problem is not None and not ins.refused:
         return ScanResult(Path(path), "unknown", sha, False, issues=(ins.problem,))
     return ScanResult(Path(path), "onnx", sha, False, dangerous=dict(ins.refused))

@@ -55,6 +55,28 @@ def load_onnx(path) -> tuple[object, dict]:
     return ins.model, read_contract(ins.model, path)
 
 
+@dataclass(frozen=True, eq=False)
+class OnnxFile:
+    """A checked ONNX model as :func:`advkit.models.load_model` returns it: the ModelProto (its
+    external data read in) and the advkit metadata; :meth:`target` runs it for a contract."""
+
+    path: Path
+    proto: object
+    meta: dict
+    is_onnx_file = True
+
+    @classmethod
+    def load(cls, path) -> OnnxFile:
+        return cls(Path(path), *load_onnx(path))
+
+    def config(self) -> dict:
+        """The metadata, JSON-ready (for the report's model section)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.meta.items()}
+
+    def target(self, contract: InputContract, **kwargs) -> OnnxTarget:
+        return OnnxTarget(contract=contract, path=str(self.path), model=self.proto, **kwargs)
+
+
 @dataclass(eq=False)
 class OnnxTarget(Target):
     """An ONNX classifier run by onnxruntime: logits or probabilities (per the file), or labels
