@@ -15,6 +15,9 @@ parses it with the ``onnx`` package *without* loading external data, and checks:
   folder, and the (offset, length) it names lies inside that file;
 - the sizes of the file and of everything it references stay within ``max_bytes``.
 
+Only then is the checked external data read into the model (from the resolved, checked files)
+and ``onnx.checker`` run on the self-contained result.
+
 ``scan_onnx`` turns the findings into the ``ScanResult`` that ``advkit scan`` prints and that
 ``load_model`` gates on (one verdict function for both): ``dangerous`` for refused operators or
 data locations, ``unknown`` (with the reason) for a file that is not a well-formed ONNX model.
@@ -202,6 +205,7 @@ def inspect_onnx(path, *, max_bytes: int = MAX_ONNX_BYTES) -> OnnxInspection:
     _check_ops(onnx, model, out.refused)
     _check_external(model, p.parent, max_bytes - size, out.refused, out.external)
     if not out.refused:
+        load_external(out)  # the checked files only, so the checker reads no path itself
         try:
             onnx.checker.check_model(model)
         except Exception as exc:  # noqa: BLE001 - the checker raises several error types
@@ -212,7 +216,7 @@ def inspect_onnx(path, *, max_bytes: int = MAX_ONNX_BYTES) -> OnnxInspection:
 
 def load_external(inspection: OnnxInspection) -> None:
     """Read the checked external data into the model's tensors (from the checked files only), so
-    the runtime gets one self-contained model and never resolves a path itself."""
+    the checker and the runtime get one self-contained model and never resolve a path."""
     import onnx
 
     for t, real, offset, length in inspection.external:

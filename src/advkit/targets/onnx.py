@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from advkit.errors import InputContractError, InvalidParameterError, UnsafeModelError
-from advkit.models.onnx_scan import inspect_onnx, load_external, read_contract
+from advkit.models.onnx_scan import inspect_onnx, read_contract
 from advkit.targets.base import Capabilities, InputContract, Target, check_scores
 
 _FLOATS = {1: np.float32, 11: np.float64, 10: np.float16}  # TensorProto FLOAT, DOUBLE, FLOAT16
@@ -40,7 +40,7 @@ def _elem(value_info) -> int:
 
 
 def load_onnx(path) -> tuple[object, dict]:
-    """The checked ModelProto of ``path`` (external data read in) and its advkit metadata;
+    """The checked ModelProto of ``path`` (its external data read in) and its advkit metadata;
     UnsafeModelError for what the check refuses, InputContractError for a broken file."""
     ins = inspect_onnx(path)
     if ins.refused:
@@ -51,7 +51,6 @@ def load_onnx(path) -> tuple[object, dict]:
             "operators only and its data inside its folder (`advkit export`)")
     if ins.problem is not None:
         raise InputContractError(f"{path} is not a loadable ONNX model: {ins.problem}")
-    load_external(ins)
     return ins.model, read_contract(ins.model, path)
 
 
