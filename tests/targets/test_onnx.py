@@ -162,7 +162,7 @@ def test_the_cli_refuses_a_hostile_onnx_without_a_traceback(tmp_path, capsys):
     path = _affine(tmp_path / "m.onnx", external="../../etc/passwd", write_data=False)
     assert run(["scan", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "DANGEROUS" in out and "climbs out" in out
+    assert "DANGEROUS" in out and "climbs out" in out and "outside the model's folder" in out
     spec = tmp_path / "s.yaml"
     spec.write_text(f"dataset: breast_cancer\nmodel: {{path: {path}}}\nsupply_chain: false\n"
                     "attacks:\n  - {name: square, eps: [0.1]}\n")

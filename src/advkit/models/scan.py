@@ -249,7 +249,9 @@ def _scan_file(p: Path) -> ScanResult:
     elif p.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ModelProto: ir_version first
         from advkit.models.onnx_scan import scan_onnx
 
-        return scan_onnx(p, sha)
+        onnx_res = scan_onnx(p, sha)  # another file starting with 0x08 is merely unrecognized
+        if onnx_res.format == "onnx" or p.suffix.lower() == ".onnx":
+            return onnx_res
     elif head[:1] == b"\x80" or p.suffix.lower() in _PICKLE_EXTENSIONS:
         fmt = _scan_pickle(p, scan)
     elif head[:1].decode("latin-1") in _PICKLE_OPCODES:  # perhaps a protocol 0 or 1 pickle
