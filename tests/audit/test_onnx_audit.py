@@ -21,7 +21,7 @@ from audit_helpers import audit_file  # noqa: E402
 ATTACKS = ("attacks:\n"
            "  - {name: square, eps: [0.1, 0.3], params: {n_queries: 40}}\n"
            "  - {name: simba, eps: [0.5], params: {max_queries: 80}}\n"
-           "  - {name: hopskipjump, norm: 2, params: {max_queries: 60, init_evals: 10}}\n")
+           "  - {name: hopskipjump, norm: l2, params: {max_queries: 60, init_evals: 10}}\n")
 
 
 @pytest.fixture(scope="module")
