@@ -156,6 +156,9 @@ def test_an_exported_zoo_model_answers_its_logits_and_no_gradients(tmp_path, zoo
     assert labels_only.contract == contract  # from the file's metadata
     with pytest.raises(InputContractError, match="exported for bounds"):
         target_for(loaded, InputContract((1, 8, 8), 10, bounds=(0.0, 255.0)))
+    from advkit.cli.serve import _contract  # `advkit serve-model m.onnx` keeps its bounds
+
+    assert target_for(loaded, _contract(loaded, None, None)).contract == contract
 
 
 def test_the_cli_refuses_a_hostile_onnx_without_a_traceback(tmp_path, capsys):
