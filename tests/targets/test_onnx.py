@@ -173,3 +173,25 @@ def test_the_cli_refuses_a_hostile_onnx_without_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "UnsafeModelError" in err and "climbs out of the model's folder" in err
+
+
+def test_advkit_audit_model_audits_an_onnx_file_with_the_specs_data(tmp_path, capsys):
+    import json
+
+    from sklearn.linear_model import LogisticRegression
+
+    from advkit.data import load
+
+    data = load("breast_cancer")
+    est = LogisticRegression(max_iter=300).fit(data.x_train.numpy(), data.y_train.numpy())
+    export_onnx(est, tmp_path / "lr.onnx", data.contract(), dataset="breast_cancer", n_random=4)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("dataset: breast_cancer\nmodel: {zoo: mlp}\nevaluation: {n_samples: 10}\n"
+                    "attacks:\n  - {name: square, eps: [0.2], params: {n_queries: 10}}\n")
+    code = run(["audit", str(spec), "--model", str(tmp_path / "lr.onnx"), "--out",
+                str(tmp_path / "out"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["model"]["kind"] == "onnx" and "gradients" not in report["manifest"][
+        "capabilities"]  # (in per-feature unit space: FeatureSpaceTarget over the OnnxTarget)
+    assert report["model"]["source"] == "scikit-learn LogisticRegression"
