@@ -11,14 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 
 import pytest
 
-from advkit.audit.runner import run_audit
-from advkit.audit.spec import load_spec, parse_spec
+from advkit.audit.spec import parse_spec
 from advkit.cli.main import run
 from advkit.errors import AuditSpecError
+from audit_helpers import audit_file as _audit
+from audit_helpers import outcome as _outcome
 from serve_helpers import env, free_port, save_forest, servers
 
 KEY = "sk-audit-93b1e0d2-secret"
@@ -44,20 +44,6 @@ def lab(tmp_path_factory):
 def _write(path, model: str) -> str:
     path.write_text(f"model: {model}\n{BODY}")
     return str(path)
-
-
-def _audit(spec_path, out):
-    spec, sha = load_spec(spec_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # trust_pickle; the cost estimate
-        return run_audit(spec, out_dir=out, spec_sha256=sha, progress=False)
-
-
-def _outcome(report: dict) -> tuple:
-    """Verdicts and every scenario's measured values: what must not depend on where the model
-    runs."""
-    return ([(v["threat"], v["status"]) for v in report["verdicts"]],
-            [(s["id"], json.dumps(s["metrics"], sort_keys=True)) for s in report["scenarios"]])
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,9 @@ def audit(
         False, "--fresh", help="Ignore finished scenarios saved by an earlier run."
     ),
     quick: bool = typer.Option(False, "--quick", help="Presets only: a small, fast version."),
+    model: Path = typer.Option(
+        None, "--model", help="Audit this model file or folder instead of the spec's model (an "
+        ".onnx file, a save_model folder, a skops file, ...), with the spec's data and attacks."),
     trust_pickle: bool = typer.Option(
         False,
         "--trust-pickle",
@@ -123,6 +126,11 @@ def audit(
         s, sha = load_spec(spec)
     if seed is not None:
         s = s.model_copy(update={"seed": seed})
+    if model is not None:
+        from advkit.audit.spec_sections import ModelSpec
+
+        s = s.model_copy(update={"model": ModelSpec(path=str(model))})
+        sha = s.sha256()
     if trust_pickle:
         s = s.model_copy(update={"model": s.model.model_copy(update={"trust_pickle": True})})
     if allow_dangerous:

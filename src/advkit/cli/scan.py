@@ -100,6 +100,9 @@ def _detail(res: ScanResult) -> None:
     elif res.dangerous and res.format == "torch-export":
         _say("refused content (torch.export.load would unpickle, load native code or evaluate "
              "it, or the graph would call it):")
+    elif res.dangerous and res.format == "onnx":
+        _say("refused content (onnxruntime would run operators outside the ONNX standard or "
+             "read files outside the model's folder):")
     elif res.dangerous:
         _say("dangerous imports (they run when the file is loaded):")
     for name, why in res.dangerous.items():

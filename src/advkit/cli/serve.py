@@ -17,7 +17,8 @@ from advkit.errors import InputContractError, InvalidParameterError, MissingDepe
 def _contract(loaded, input_shape: list[int] | None, n_classes: int | None):
     """The model's input shape and classes: from its advkit config or the estimator itself,
     else from --input-shape / --n-classes. Bounds are wide: the server checks shape and finite
-    values, not the data's bounds (a client may send raw tabular features)."""
+    values, not the data's bounds (a client may send raw tabular features); an ONNX file written
+    by `advkit export` keeps the bounds it records."""
     from advkit.targets.base import InputContract
 
     cfg, model = loaded.config, loaded.model
@@ -33,7 +34,8 @@ def _contract(loaded, input_shape: list[int] | None, n_classes: int | None):
             "fix: pass --input-shape (e.g. --input-shape 1 --input-shape 28 --input-shape 28) "
             "and --n-classes")
     big = 3e38
-    return InputContract(shape=tuple(shape), n_classes=k, bounds=(-big, big))
+    bounds = cfg.get("bounds") if loaded.kind == "onnx" else None  # exported for these bounds
+    return InputContract(shape=tuple(shape), n_classes=k, bounds=tuple(bounds or (-big, big)))
 
 
 def serve_model(

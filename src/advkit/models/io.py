@@ -16,6 +16,9 @@ weights). ``load_model`` reads, by content rather than by file name:
 - a scikit-learn model saved with skops (``skops.io.dump``); types skops does not trust by default
   need ``trust_pickle=True``;
 - an XGBoost JSON or LightGBM text / JSON model (:mod:`advkit.models.boosters`): data, not code;
+- an ONNX file (``.onnx``), checked by :mod:`advkit.models.onnx_scan` (standard operators only,
+  external data inside its folder) and run by onnxruntime as an
+  :class:`~advkit.targets.onnx.OnnxTarget` (scores or labels, no gradients);
 - anything pickle-based (``torch.save`` files, ``.pkl`` / ``.pickle`` / ``.joblib``): it is scanned
   first (:mod:`advkit.models.pickle_scan`) and refused with ``UnsafeModelError`` unless the caller
   passes ``trust_pickle=True``. Even then a file whose scan found dangerous imports (``os.system``,
@@ -72,7 +75,8 @@ _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 @dataclass
 class LoadedModel:
     """A loaded model: ``kind`` is ``"torch"``, ``"torchscript"``, ``"torch-export"``,
-    ``"sklearn"``, ``"xgboost"``, ``"lightgbm"``, ``"lightgbm-json"`` or ``"torch (user class)"``;
+    ``"sklearn"``, ``"xgboost"``, ``"lightgbm"``, ``"lightgbm-json"``, ``"onnx"`` or
+    ``"torch (user class)"``;
     ``sha256`` is that of the file loaded (the weights file for an advkit folder; for a user class,
     the weights' combined with the class path and kwargs); ``scan`` is the safety scan."""
 
@@ -184,6 +188,12 @@ def load_model(path, *, trust_pickle: bool = False, allow_dangerous: bool = Fals
         est = load_booster(p, res.format)
         return LoadedModel(res.format, est, {"format": res.format, "objective": est.objective},
                            res.sha256, p, res)
+    if res.format == "onnx":  # never behind trust flags: refused content cannot be loaded
+        from advkit.targets.onnx import OnnxFile
+
+        onnx_file = OnnxFile.load(p)
+        return LoadedModel("onnx", onnx_file, {"format": "onnx", **onnx_file.config()},
+                           res.sha256, p, res)
     gate(res, trust_pickle=trust_pickle, allow_dangerous=allow_dangerous)
     if res.format == "torch-export":
         from advkit.models.exported import load_exported
@@ -213,8 +223,8 @@ def load_model(path, *, trust_pickle: bool = False, allow_dangerous: bool = Fals
 
 def target_for(model, ds, *, batch_size: int = 256):
     """A Target for a loaded model (``nn.Module``, TorchScript, an exported program, a scikit-learn
-    estimator or a tree ensemble, or a :class:`LoadedModel`) with the input contract of ``ds``
-    (a Dataset or an InputContract)."""
+    estimator or a tree ensemble, a checked ONNX file, or a :class:`LoadedModel`) with the input
+    contract of ``ds`` (a Dataset or an InputContract)."""
     from advkit.targets.sklearn import SklearnTarget
     from advkit.targets.torch import TorchTarget
 
@@ -224,6 +234,8 @@ def target_for(model, ds, *, batch_size: int = 256):
         from advkit.models.exported import wrap_program
 
         model = wrap_program(model)
+    if getattr(model, "is_onnx_file", False):
+        return model.target(contract, batch_size=batch_size)
     if isinstance(model, nn.Module):
         return TorchTarget(contract=contract, model=model, batch_size=batch_size)
     if hasattr(model, "predict"):

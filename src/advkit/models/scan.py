@@ -103,7 +103,9 @@ class ScanResult:
     header parses and its offsets fit the file), ``torchscript``, ``torch-export`` (a ``.pt2``
     archive of ``torch.export.save``, checked by :mod:`advkit.models.export_scan`), ``skops``,
     ``xgboost`` / ``lightgbm`` / ``lightgbm-json`` (tree ensembles in their own data formats,
-    :mod:`advkit.models.boosters`: always safe),
+    :mod:`advkit.models.boosters`: always safe), ``onnx`` (an ONNX graph, checked by
+    :mod:`advkit.models.onnx_scan`: dangerous when it needs custom operators or reads external
+    data from outside its folder),
     ``torch`` (a ``torch.save`` pickle), ``joblib``, ``pickle`` or ``unknown``. ``needs_trust``:
     loading it needs ``trust_pickle=True`` (any pickle; a skops file with types skops does not
     trust by default). ``globals``: what its pickles import (for skops, its untrusted types);
@@ -244,6 +246,12 @@ def _scan_file(p: Path) -> ScanResult:
             return ScanResult(p, "unknown", sha, False, issues=(
                 f"starts like a {booster[0]} model but is {booster[1]}",))
         return ScanResult(p, booster[0], sha, False)
+    elif p.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ModelProto: ir_version first
+        from advkit.models.onnx_scan import scan_onnx
+
+        onnx_res = scan_onnx(p, sha)  # another file starting with 0x08 is merely unrecognized
+        if onnx_res.format == "onnx" or p.suffix.lower() == ".onnx":
+            return onnx_res
     elif head[:1] == b"\x80" or p.suffix.lower() in _PICKLE_EXTENSIONS:
         fmt = _scan_pickle(p, scan)
     elif head[:1].decode("latin-1") in _PICKLE_OPCODES:  # perhaps a protocol 0 or 1 pickle
@@ -256,7 +264,7 @@ def _scan_file(p: Path) -> ScanResult:
             issues = (f"a safetensors header, but not a valid safetensors file: {problem}",) + issues
         return ScanResult(p, fmt, sha, False, issues=issues or (
             "not a format advkit recognizes by its content (safetensors, skops, TorchScript, "
-            "torch.export, torch.save, joblib, pickle, XGBoost JSON or LightGBM)",),
+            "torch.export, torch.save, joblib, pickle, XGBoost JSON, LightGBM or ONNX)",),
             compression=comp)
     unknown = scan.classified("unknown")
     if fmt == "torchscript":  # its __torch__ classes were checked against its code instead
