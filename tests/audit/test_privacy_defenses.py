@@ -102,3 +102,21 @@ def test_training_defenses_need_a_recipe_and_something_to_rerun():
     with pytest.raises(AuditSpecError, match="has none"):
         parse_spec({**{k: v for k, v in BASE.items() if k not in ("privacy", "extraction")},
                     "privacy_defenses": {"defenses": [{"name": "labels-only"}]}})
+
+
+def test_a_dp_audited_model_reports_its_epsilon_beside_the_bounds(tmp_path):
+    import yaml
+
+    spec = {**{k: SPEC[k] for k in ("title", "seed", "dataset")},
+            "model": {**SPEC["model"], "epochs": 5, "dp": {"noise_multiplier": 4.0}},
+            "privacy": {"members": 100, "membership": [{"name": "loss"}]}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    assert run(["audit", str(path), "--out", str(out)]) == 0
+    doc = json.loads((out / "report.json").read_text())
+    dp = doc["model"]["dp"]
+    assert dp["noise_multiplier"] == 4.0 and dp["epsilon"] > 0 and dp["steps"] > 0
+    text = next(s for s in doc["sections"] if s["title"] == "Privacy: membership inference")
+    body = json.dumps(text)
+    assert f"the accountant's epsilon is {dp['epsilon']:.2f}" in body and "(within it)" in body
