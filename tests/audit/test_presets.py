@@ -116,6 +116,9 @@ def test_privacy_preset_plans_membership_and_extraction(quick):
     assert plan["privacy/membership/rmia"].deps == (f"privacy/references/n={n}",)
     assert {"privacy/membership/loss", "privacy/membership/entropy"} <= set(plan)
     assert any(i.startswith("extraction/copycat/queries=") for i in plan)
+    if quick:  # the quick preset re-runs them against DP-SGD and labels-only answers
+        assert {"privacy_defenses/dp-sgd/model", "privacy_defenses/labels-only/membership/loss",
+                "privacy_defenses/dp-sgd/extraction/copycat/queries=300"} <= set(plan)
 
 
 @pytest.mark.slow
