@@ -123,5 +123,7 @@ LABEL_POISONING = tag("AML.T0020", "grey box")
 MITIGATES_EVASION = tag("AML.T0043.000", "white box", related=("AML.T0015",), mitigates=True)
 MITIGATES_BACKDOOR = tag("AML.T0020", "grey box", related=("AML.T0018", "AML.T0043.004"),
                          mitigates=True)
+MITIGATES_MEMBERSHIP = tag("AML.T0024.000", "black box", related=("AML.T0024.001",),
+                           mitigates=True)
 MITIGATES_EXTRACTION = tag("AML.T0024.002", "black box",
                            related=("AML.T0024.000", "AML.T0043.001"), mitigates=True)

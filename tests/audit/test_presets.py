@@ -39,7 +39,7 @@ def test_full_preset_is_a_spec_with_every_family():
     every = sorted(f.name for f in families() if f.name != "supply_chain")
     assert sorted(names) == every
     assert every == ["backdoor", "defenses", "evasion", "extraction", "poisoning", "privacy",
-                     "transfer"]
+                     "privacy_defenses", "transfer"]
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -121,6 +121,9 @@ def test_privacy_preset_plans_membership_and_extraction(quick):
     assert plan["privacy/membership/rmia"].deps == (f"privacy/references/n={n}",)
     assert {"privacy/membership/loss", "privacy/membership/entropy"} <= set(plan)
     assert any(i.startswith("extraction/copycat/queries=") for i in plan)
+    if quick:  # the quick preset re-runs them against DP-SGD and labels-only answers
+        assert {"privacy_defenses/dp-sgd/model", "privacy_defenses/labels-only/membership/loss",
+                "privacy_defenses/dp-sgd/extraction/copycat/queries=300"} <= set(plan)
 
 
 @pytest.mark.slow

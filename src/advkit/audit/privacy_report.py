@@ -146,6 +146,15 @@ def add_to(report: Report, records: list[dict]) -> None:
             f"{r['n_reference']} of the recipe, trained on random halves of a {r['pool']}-point "
             f"pool (training split and non-members), {r['member_accuracy']:.1%} accurate on "
             "their members" for r in refs) + "."
+    dp = (report.model or {}).get("dp")
+    if dp:  # the audited model was trained with DP-SGD: its guarantee beside the bounds
+        worst = max(m["epsilon_lower_bound"]["epsilon"] for r in rs for m in r["variants"].values())
+        text += (f" The model was trained with DP-SGD (noise multiplier {dp['noise_multiplier']:g}, "
+                 f"clipping norm {dp['max_grad_norm']:g}): the accountant's epsilon is "
+                 f"{dp['epsilon']:.2f} at delta {dp['delta']:g}, and the largest empirical "
+                 f"epsilon lower bound above is {worst:.2f}"
+                 + (" (within it)." if worst <= dp["epsilon"] else
+                    " - ABOVE it: the guarantee does not hold."))
     notes = sorted({n for r in rs + refs for n in r.get("notes", [])})
     if notes:
         text += " Notes: " + "; ".join(notes) + "."

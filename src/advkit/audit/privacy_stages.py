@@ -21,7 +21,6 @@ import torch
 from advkit.audit.families.base import AuditContext
 from advkit.audit.plan import Scenario
 from advkit.errors import AuditSpecError
-from advkit.targets.features import FeatureSpaceTarget
 
 STATE = "privacy"
 FPRS = (0.001, 0.01)
@@ -66,11 +65,17 @@ def check_data(plan: list[Scenario], ctx: AuditContext) -> None:
                     f"points left after the {m} non-members; lower it or remove it")
 
 
-def _target_probs(ctx: AuditContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _target_probs(ctx: AuditContext, x: torch.Tensor, y: torch.Tensor,
+                  target=None) -> torch.Tensor:
+    """The probabilities ``target`` (default: the audited one) answers for dataset inputs ``x``;
+    a labels-only target's labels as one-hot rows (what its answers reveal)."""
     from advkit.attacks.privacy.common import query
 
-    t = ctx.subject.target
-    xt = t.to_unit(x) if isinstance(t, FeatureSpaceTarget) else t.check_inputs(x)
+    xt = ctx.target_inputs(x)
+    t = ctx.subject.target if target is None else target
+    if not t.capabilities.probabilities:
+        k = ctx.subject.dataset.info.n_classes
+        return query(lambda v: torch.nn.functional.one_hot(t.labels(v), k).double(), xt, y)[0]
     p, _ = query(t, xt, y)
     return p
 
@@ -159,7 +164,8 @@ def run_stage(sc: Scenario, ctx: AuditContext) -> dict:
     return _membership(sc, ctx, d)
 
 
-def _membership(sc: Scenario, ctx: AuditContext, d: dict) -> dict:
+def _membership(sc: Scenario, ctx: AuditContext, d: dict, target=None) -> dict:
+    """One membership attack's record against ``target`` (default: the audited model)."""
     from advkit.attacks.privacy.common import logit_confidence, logit_confidence_from_logits
     from advkit.audit.families.privacy import _algorithms
 
@@ -169,7 +175,7 @@ def _membership(sc: Scenario, ctx: AuditContext, d: dict) -> dict:
     x = torch.cat([d["x_in"], d["x_out"]])
     y = torch.cat([d["y_in"], d["y_out"]])
     n_in = int(d["y_in"].shape[0])
-    p = _target_probs(ctx, x, y)
+    p = _target_probs(ctx, x, y, target)
     rec = {"label": sc.params["label"], "params": {**sc.params["algorithm"], **settings},
            "n_members": n_in, "n_nonmembers": int(d["y_out"].shape[0]), "notes": []}
     correct = p.argmax(1) == y
@@ -192,7 +198,7 @@ def _membership(sc: Scenario, ctx: AuditContext, d: dict) -> dict:
         else:
             n_pop = settings.get("n_population") or int(d["y_pop"].shape[0])
             z, yz = d["x_pop"][:n_pop], d["y_pop"][:n_pop]
-            pz = _target_probs(ctx, z, yz)
+            pz = _target_probs(ctx, z, yz, target)
             rx = torch.softmax(refs.logits(x).double(), -1)
             rz = torch.softmax(refs.logits(z).double(), -1)
 

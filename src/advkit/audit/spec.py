@@ -142,6 +142,7 @@ class AuditSpec(_Strict):
     privacy: dict[str, Any] | None = None
     extraction: dict[str, Any] | None = None
     transfer: dict[str, Any] | None = None
+    privacy_defenses: dict[str, Any] | None = None
 
     _families: dict[str, Any] = PrivateAttr(default_factory=dict)
 

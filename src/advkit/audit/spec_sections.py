@@ -103,6 +103,9 @@ class ModelSpec(_Strict):
     optimizer: str | None = None  # adam | sgd
     weight_decay: float | None = Field(default=None, ge=0)
     lr_milestones: list[int] | None = None  # lr_schedule step: epochs after which lr x 0.1
+    # DP-SGD (advkit.defenses.training.dp.DPSGD, needs advkit[privacy]): noise_multiplier,
+    # max_grad_norm, delta, accountant; the accountant's epsilon is reported with the model
+    dp: dict[str, Any] | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     # a model behind a prediction API (advkit.targets.http.HttpTarget): no weights, black box
     url: str | None = None
@@ -166,11 +169,16 @@ class ModelSpec(_Strict):
                 "allow_dangerous: true only works together with trust_pickle: true (it lets a "
                 "trusted file load even though its scan found dangerous imports)"
             )
-        if self.zoo is not None and (self.lr_schedule == "step" or self.lr_milestones):
+        if self.dp is not None and self.zoo is None:
+            raise ValueError("dp trains the model with DP-SGD, so the model must be a recipe "
+                             "(model: {zoo: NAME, epochs: N, dp: {...}}); remove dp for a "
+                             "model advkit loads")
+        if self.zoo is not None and (self.lr_schedule == "step" or self.lr_milestones
+                                     or self.dp is not None):
             from advkit.errors import AdvkitError
             from advkit.models.cache import Recipe
 
-            try:  # milestones against epochs, now rather than at training time
+            try:  # milestones against epochs, dp settings, now rather than at training time
                 Recipe.from_spec(self)
             except AdvkitError as exc:
                 raise ValueError(str(exc)) from None

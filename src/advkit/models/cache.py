@@ -78,7 +78,9 @@ class Recipe:
     ``zoo``: a name of ``advkit.models.zoo.ZOO_NAMES``; ``kwargs``: its options (``mlp``:
     ``hidden``); ``epochs``, ``lr``, ``batch_size``, ``weight_decay``; ``lr_schedule``:
     ``constant``, ``cyclic`` or ``step`` (the rate times 0.1 after each epoch of
-    ``lr_milestones``); ``optimizer``: ``adam`` or ``sgd`` (momentum 0.9).
+    ``lr_milestones``); ``optimizer``: ``adam`` or ``sgd`` (momentum 0.9); ``dp``: None, or
+    the settings of DP-SGD (``advkit.defenses.training.dp.DPSGD``: ``noise_multiplier``,
+    ``max_grad_norm``, ``delta``, ``accountant``) to train with it instead (constant rate).
     """
 
     zoo: str
@@ -90,6 +92,7 @@ class Recipe:
     weight_decay: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)
     lr_milestones: tuple[int, ...] = ()
+    dp: dict[str, Any] | None = None
 
     def __post_init__(self):
         from advkit.models.train import LR_SCHEDULES, OPTIMIZERS, check_milestones
@@ -110,6 +113,24 @@ class Recipe:
                            check_milestones(self.lr_schedule, self.lr_milestones, self.epochs))
         if not isinstance(self.kwargs, dict):
             raise InvalidParameterError("kwargs", self.kwargs, "a mapping of model options")
+        if self.dp is not None:
+            object.__setattr__(self, "dp", self.dp_sgd().as_dict())
+            if self.lr_schedule != "constant":
+                raise InvalidParameterError("lr_schedule", self.lr_schedule,
+                                            "'constant' when the recipe trains with dp")
+
+    def dp_sgd(self):
+        """The recipe's DPSGD (None without ``dp``); a bad setting raises the parameter error."""
+        if self.dp is None:
+            return None
+        from advkit.defenses.training.dp import DPSGD
+        from advkit.params import check_values
+
+        if not isinstance(self.dp, dict):
+            raise InvalidParameterError("dp", self.dp, "a mapping of DP-SGD settings, e.g. "
+                                        "{noise_multiplier: 1.0, max_grad_norm: 1.0}")
+        check_values(DPSGD, self.dp)
+        return DPSGD(**self.dp)
 
     @classmethod
     def from_spec(cls, model_spec, **overrides) -> Recipe:
@@ -117,7 +138,7 @@ class Recipe:
         are ignored) for settings the section does not hold (e.g. ``lr_schedule``)."""
         base = {"zoo": model_spec.zoo, "epochs": model_spec.epochs, "lr": model_spec.lr,
                 "batch_size": model_spec.batch_size, "kwargs": dict(model_spec.kwargs)}
-        for name in ("lr_schedule", "optimizer", "weight_decay", "lr_milestones"):
+        for name in ("lr_schedule", "optimizer", "weight_decay", "lr_milestones", "dp"):
             if getattr(model_spec, name, None) is not None:  # once ModelSpec holds them
                 base[name] = getattr(model_spec, name)
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
@@ -127,6 +148,8 @@ class Recipe:
         without one keep the cache keys they had before it existed)."""
         d = asdict(self)
         ms = d.pop("lr_milestones")
+        if d["dp"] is None:  # recipes without DP keep their cache keys
+            del d["dp"]
         return {**d, "lr_milestones": list(ms)} if ms else d
 
 
@@ -153,7 +176,8 @@ def train_recipe(
     the recipe with its resolved options, the seed, ``tag`` (name any ``batch_hook`` here: the
     hook itself cannot be hashed) and the advkit version. A missing or damaged entry is trained
     again, deterministically. ``facts``: ``cache`` (the folder), ``trained_now``,
-    ``train_seconds``, ``history`` (per-epoch loss and accuracy), ``recipe`` and ``seed``.
+    ``train_seconds``, ``history`` (per-epoch loss and accuracy), ``recipe`` and ``seed``, and
+    with a ``dp`` recipe ``dp`` (its settings, the accountant's ``epsilon``, ``steps``).
     """
     from advkit.models.train import train
     from advkit.models.zoo import build, kwargs_for_data
@@ -168,24 +192,35 @@ def train_recipe(
     loaded = load_cached(folder) if cache else None
     if loaded is not None:
         saved = loaded.config.get("extra", {}).get("training", {})
+        dp = {"dp": saved["dp"]} if "dp" in saved else {}
         return loaded.model.eval(), {**facts, "trained_now": False,
                                      "train_seconds": saved.get("train_seconds"),
-                                     "history": saved.get("history")}
+                                     "history": saved.get("history"), **dp}
     gen = torch.Generator().manual_seed(int(seed))
     model = build(recipe.zoo, input_shape=tuple(info.shape), n_classes=info.n_classes,
                   generator=gen, **kwargs)
-    hist = train(model, x, y, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
-                 weight_decay=recipe.weight_decay, lr_schedule=recipe.lr_schedule,
-                 lr_milestones=recipe.lr_milestones,
-                 optimizer=recipe.optimizer, generator=gen, progress=progress,
-                 batch_hook=batch_hook)
+    dp = {}
+    if recipe.dp is not None:
+        if batch_hook is not None:
+            raise InvalidParameterError("dp", recipe.dp, "None when training with a batch hook "
+                                        "(DP-SGD accounts for the training data as given)")
+        hist, dp_facts = recipe.dp_sgd().train(
+            model, x, y, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+            weight_decay=recipe.weight_decay, optimizer=recipe.optimizer, generator=gen)
+        dp = {"dp": dp_facts}
+    else:
+        hist = train(model, x, y, epochs=recipe.epochs, batch_size=recipe.batch_size,
+                     lr=recipe.lr, weight_decay=recipe.weight_decay,
+                     lr_schedule=recipe.lr_schedule, lr_milestones=recipe.lr_milestones,
+                     optimizer=recipe.optimizer, generator=gen, progress=progress,
+                     batch_hook=batch_hook)
     history = {"loss": hist.loss, "accuracy": hist.accuracy}
     if cache:
         store(model, folder, dataset_info=info,
               extra={"training": {**config, "train_seconds": hist.total_seconds,
-                                  "history": history}})
+                                  "history": history, **dp}})
     return model.eval(), {**facts, "trained_now": True, "train_seconds": hist.total_seconds,
-                          "history": history}
+                          "history": history, **dp}
 
 
 def trained_zoo_model(
@@ -206,4 +241,6 @@ def trained_zoo_model(
             "trained_now": facts["trained_now"]}
     if facts.get("train_seconds") is not None:
         info["train_seconds"] = facts["train_seconds"]
+    if "dp" in facts:  # the accountant's epsilon, reported with the model
+        info["dp"] = facts["dp"]
     return model, info

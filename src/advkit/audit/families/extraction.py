@@ -208,37 +208,7 @@ class ExtractionFamily(Family):
         return plan
 
     def run(self, sc: Scenario, ctx: AuditContext, deps: dict[str, dict]) -> dict:
-        from advkit.evaluation.fidelity import evaluate_extraction
-
-        t0 = time.perf_counter()
-        target = ctx.subject.target
-        g = ctx.generator(sc.id)
-        attack = _cls(sc.attack)(**sc.params["attack_params"])
-        extra: dict[str, Any] = {}
-        if sc.attack == "copycat":
-            pool = None
-            if attack.strategy != "random":
-                pool = ctx.target_inputs(ctx.subject.dataset.x_train).to(torch.float32)
-            res = attack.steal(target, pool=pool, generator=g)
-            stolen, spent = res.model, res.queries
-            extra = {"strategy": res.strategy}
-        elif sc.attack == "equations":
-            res = attack.extract(target, generator=g)
-            stolen, spent = res.model, res.queries
-            extra = {"method": res.method, "fit_loss": res.loss}
-        else:
-            res = attack.extract(target, generator=g)
-            stolen, spent = res.model, res.queries
-            extra = {"leaves": stolen.n_leaves, "complete": res.complete,
-                     "duplicate_ids": res.duplicate_ids}
-        steal_s = time.perf_counter() - t0
-        rep = evaluate_extraction(target, stolen, ctx.x, ctx.y, queries=int(spent),
-                                  n_uniform=sc.params["n_uniform"],
-                                  generator=ctx.generator("extraction/uniform"))
-        return {"id": sc.id, "kind": sc.kind, "attack": sc.attack, "label": sc.params["label"],
-                "budget": sc.params["budget"], "params": sc.params["attack_params"],
-                **rep.to_dict(), **extra, "steal_seconds": steal_s,
-                "seconds": time.perf_counter() - t0}
+        return steal(sc, ctx, ctx.subject.target)
 
     def results(self, records, ctx: AuditContext):
         from advkit.audit import extraction_report
@@ -250,3 +220,39 @@ class ExtractionFamily(Family):
 
         extraction_report.add_to(report, records)
 
+
+def steal(sc: Scenario, ctx: AuditContext, target, *, draws: str | None = None) -> dict:
+    """Run the extraction stage ``sc`` against ``target`` (the audited one, or a defended one);
+    its record: the stolen model scored by fidelity, with the queries spent. ``draws``: the
+    stage id whose generator draws the queries (default ``sc.id``; a defended re-run draws the
+    undefended stage's, so the two differ by the defense alone)."""
+    from advkit.evaluation.fidelity import evaluate_extraction
+
+    t0 = time.perf_counter()
+    g = ctx.generator(draws or sc.id)
+    attack = _cls(sc.attack)(**sc.params["attack_params"])
+    extra: dict[str, Any] = {}
+    if sc.attack == "copycat":
+        pool = None
+        if attack.strategy != "random":
+            pool = ctx.target_inputs(ctx.subject.dataset.x_train).to(torch.float32)
+        res = attack.steal(target, pool=pool, generator=g)
+        stolen, spent = res.model, res.queries
+        extra = {"strategy": res.strategy}
+    elif sc.attack == "equations":
+        res = attack.extract(target, generator=g)
+        stolen, spent = res.model, res.queries
+        extra = {"method": res.method, "fit_loss": res.loss}
+    else:
+        res = attack.extract(target, generator=g)
+        stolen, spent = res.model, res.queries
+        extra = {"leaves": stolen.n_leaves, "complete": res.complete,
+                 "duplicate_ids": res.duplicate_ids}
+    steal_s = time.perf_counter() - t0
+    rep = evaluate_extraction(target, stolen, ctx.x, ctx.y, queries=int(spent),
+                              n_uniform=sc.params["n_uniform"],
+                              generator=ctx.generator("extraction/uniform"))
+    return {"id": sc.id, "kind": sc.kind, "attack": sc.attack, "label": sc.params["label"],
+            "budget": sc.params["budget"], "params": sc.params["attack_params"],
+            **rep.to_dict(), **extra, "steal_seconds": steal_s,
+            "seconds": time.perf_counter() - t0}
