@@ -157,7 +157,7 @@ def summary(rows: list[dict]) -> str:
     for (rate, det), rs in groups.items():
         cell = {}
         for k in (*keys, "floor_ratio"):
-            v = [r[k] for r in rs if k in r]
+            v = [r[k] for r in rs if k in r and r[k] == r[k]]  # NaN: nothing flagged
             fmt = ".0f" if k in ("seconds", "floor_ratio") else \
                 ".2f" if k == "accuracy_cost_points" else ".3f"
             cell[k] = ("–" if not v else format(min(v), fmt) if min(v) == max(v)
