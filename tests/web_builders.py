@@ -15,6 +15,18 @@ def png_bytes(size=(8, 8), value=200) -> bytes:
     return buf.getvalue()
 
 
+def stroke_png(size: int = 64) -> bytes:
+    """A white vertical stroke on black (a hand-drawn "1", roughly)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(im).line([(size // 2, size // 8), (size // 2, size - size // 8)], fill=255,
+                            width=size // 6)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

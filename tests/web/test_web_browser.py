@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from serve_helpers import free_port
-from web_builders import png_bytes, tiny_spec
+from web_builders import stroke_png, tiny_spec
 
 pytest.importorskip("fastapi")
 pytest.importorskip("selenium")
@@ -99,7 +99,7 @@ def test_playground_fgsm_flips_a_digit(server, browser, tmp_path):
 
 def test_upload_a_png_and_get_predictions(server, browser, tmp_path):
     img = tmp_path / "digit.png"
-    img.write_bytes(png_bytes((32, 32), 40))
+    img.write_bytes(stroke_png())
     browser.get(server + "/")
     _wait(browser, lambda b: b.find_elements(*_by("#grid img.sample")))
     browser.find_element(*_by("#file")).send_keys(str(img))
@@ -108,6 +108,7 @@ def test_upload_a_png_and_get_predictions(server, browser, tmp_path):
     browser.save_screenshot(str(tmp_path / "playground-upload.png"))
     assert browser.find_element(*_by("#error")).text == ""
     assert len(browser.find_elements(*_by("#p-original .top5 li"))) == 5
+    assert not browser.find_element(*_by("#p-adversarial")).is_displayed()  # no attack yet
 
 
 def test_run_an_audit_reload_find_it_in_the_history_and_open_the_report(server, browser,

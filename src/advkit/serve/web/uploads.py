@@ -56,7 +56,8 @@ def decode_image(raw: bytes, *, shape: tuple[int, ...], bounds: tuple[float, flo
     if len(shape) != 3 or shape[0] not in (1, 3):
         raise WebRequestError(f"this model takes inputs of shape {list(shape)}, not images; "
                               "pick one of its dataset's samples instead", 422)
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's decompression-bomb limit
+    # Pillow's decompression-bomb limit: never looser than ours (it warns above it, here an error)
+    Image.MAX_IMAGE_PIXELS = min(Image.MAX_IMAGE_PIXELS or MAX_PIXELS, MAX_PIXELS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
