@@ -107,6 +107,8 @@ def test_upload_a_png_and_get_predictions(server, browser, tmp_path):
           or b.find_element(*_by("#error")).text)
     browser.save_screenshot(str(tmp_path / "playground-upload.png"))
     assert browser.find_element(*_by("#error")).text == ""
+    # a white stroke on black, scaled to 8 x 8, reads as a 1 (the sklearn digits are light on dark)
+    assert browser.find_element(*_by("#upload-status")).text == "uploaded: predicted 1"
     assert len(browser.find_elements(*_by("#p-original .top5 li"))) == 5
     assert not browser.find_element(*_by("#p-adversarial")).is_displayed()  # no attack yet
 
