@@ -159,6 +159,16 @@ class RemoteTargetError(AdvkitError):
     The message names the URL (never the key) and the fix."""
 
 
+class WebRequestError(AdvkitError):
+    """A request to ``advkit serve`` is malformed or refused (an upload too large, not an image,
+    an unknown model or attack, an audit already running). ``status`` is the HTTP status the web
+    app answers with (4xx); the message names the problem and the fix."""
+
+    def __init__(self, message: str, status: int = 400):
+        self.status = status
+        super().__init__(message)
+
+
 class AdvkitWarning(UserWarning):
     """A problem advkit can work around but the user should know about."""
 

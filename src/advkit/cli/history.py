@@ -51,7 +51,7 @@ def record(report, json_path: Path, history: Path | None, *, spec: Path | None =
 # ---------------------------------------------------------------- formatting
 
 
-def _p(p: dict | None) -> str:
+def proportion_text(p: dict | None) -> str:
     if not p or p.get("value") is None:
         return "n/a"
     if p.get("lo") is None or p.get("hi") is None:
@@ -69,7 +69,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             for r in [header, *rows]]
 
 
-def _headline_figures(rec) -> tuple[str, str, str]:
+def headline_figures(rec) -> tuple[str, str, str]:
     """(clean accuracy, worst-case robust accuracy at the judged budget, verdicts) of a record."""
     head = rec.headline
     judged = [(f, v) for v in head.get("verdicts") or [] for f in v.get("judged") or []
@@ -124,7 +124,7 @@ def history(
         return 0
     rows = []
     for r in records:
-        clean, robust, verdict = _headline_figures(r)
+        clean, robust, verdict = headline_figures(r)
         rows.append([str(r.id), _date(r.started), short_sha(r.model_sha256),
                      (r.title or "")[:30], clean, robust, verdict])
     for line in _table(["id", "date (UTC)", "model", "title", "clean acc",
@@ -202,7 +202,7 @@ def compare(
         delta = "n/a" if c.delta is None else f"{c.delta:+.3f}"
         where = c.scenario + (f" (+{n_same} more)" if n_same else "")
         rows.append([where, c.metric, "higher" if c.direction == AT_LEAST else "lower",
-                     _p(c.a), _p(c.b), delta, c.status.upper() + mark
+                     proportion_text(c.a), proportion_text(c.b), delta, c.status.upper() + mark
                      if c.status == "regressed" else c.status])
     for line in _table(["scenario", "metric", "better", "A [95 % CI]", "B [95 % CI]", "B - A",
                         f"tolerance {result.tolerance:g}"], rows):
@@ -220,12 +220,12 @@ def compare(
     if regressions:
         for c, n_same in _collapsed(regressions):
             more = f" (+{n_same} more)" if n_same else ""
-            echo(f"REGRESSION: {c.scenario}{more} {c.metric}: {_p(c.a)} -> {_p(c.b)} "
-                 f"({c.delta:+.3f}, tolerance {result.tolerance:g})", err=True)
+            echo(f"REGRESSION: {c.scenario}{more} {c.metric}: {proportion_text(c.a)} -> "
+                 f"{proportion_text(c.b)} ({c.delta:+.3f}, tolerance {result.tolerance:g})", err=True)
         echo(f"{len(regressions)} metric(s) regressed beyond the tolerance from A to B", err=True)
         return 1
     echo(f"no metric regressed beyond the tolerance {result.tolerance:g} from A to B")
     return 0
 
 
-__all__ = ["history", "compare", "record", "history_option"]
+__all__ = ["history", "compare", "record", "history_option", "headline_figures", "proportion_text"]

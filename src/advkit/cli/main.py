@@ -13,7 +13,7 @@ from rich.text import Text
 from typer.exceptions import TyperException
 
 from advkit.cli import audit as audit_cmd
-from advkit.cli import catalog, convert, export, scan, serve, train
+from advkit.cli import catalog, convert, export, scan, serve, train, web
 from advkit.cli import history as history_cmd
 from advkit.cli.output import clean
 from advkit.errors import AdvkitError
@@ -32,6 +32,7 @@ app.command("scan")(scan.scan)
 app.command("convert")(convert.convert)
 app.command("export")(export.export)
 app.command("serve-model")(serve.serve_model)
+app.command("serve")(web.serve)
 app.command("history")(history_cmd.history)
 app.command("compare")(history_cmd.compare)
 
