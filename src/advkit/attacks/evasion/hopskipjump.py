@@ -31,16 +31,15 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import EvasionAttack, Perturbed
+from advkit.attacks.base import EvasionAttack
 from advkit.attacks.evasion.query_ledger import (
     LabelOracle,
-    Ledger,
     bisection_steps,
+    decision_attack,
     line_search,
+    on_the_boundary,
     randn,
-    start_points,
 )
-from advkit.errors import BudgetExhausted
 from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.threat_tags import BLACK_BOX_EVASION
@@ -94,37 +93,20 @@ class HopSkipJump(EvasionAttack):
         object.__setattr__(self, "norm", parse_norm(self.norm))
 
     def _perturb(self, target, x, y, goal, generator):
-        bounds = target.contract.bounds
-        shape, n = tuple(x.shape[1:]), x.shape[0]
-        flat = x.reshape(n, -1)
-        d, p = flat.shape[1], self.norm
-        led = Ledger(flat, p, self.max_queries)
-        oracle = LabelOracle(target, goal, y, shape, led)
-        clean_pred = target.labels(x, check=False).to(y.device)
-        led.spend(torch.arange(n, device=x.device))
-        led.settle(goal.success(clean_pred, y))
+        bounds, p = target.contract.bounds, self.norm
+        d = math.prod(x.shape[1:])
         theta = d ** -1.5 if p == 2 else d ** -2.0
         steps = bisection_steps(theta)
-        exhausted = None
-        try:
-            self._run(oracle, led, clean_pred, bounds, theta, steps, generator)
-        except BudgetExhausted as exc:  # keep the best found so far, and say so
-            exhausted = str(exc)
-        return Perturbed(led.best.reshape(x.shape), clean_pred=clean_pred,
-                         extra=led.extra(exhausted))
+        return decision_attack(
+            target, x, y, goal, p=p, max_queries=self.max_queries,
+            run=lambda o, led, cp: self._run(o, led, cp, bounds, theta, steps, generator))
 
     def _run(self, oracle, led, clean_pred, bounds, theta, steps, generator):
         p = self.norm
-        idx = torch.nonzero(led.attacked).squeeze(1)
-        if idx.numel() == 0:
+        got = on_the_boundary(oracle, clean_pred, bounds, self.init_tries, generator, steps, p)
+        if got is None:
             return
-        start, found = start_points(oracle, idx, bounds, self.init_tries, generator, clean_pred)
-        idx, cur = idx[found], start[found]
-        if idx.numel() == 0:
-            return
-        led.offer(idx, cur)
-        cur = line_search(oracle, idx, cur, steps, p)
-        led.offer(idx, cur)
+        idx, cur = got
         d = cur.shape[1]
         lo, hi = bounds
         t = 0

@@ -169,3 +169,44 @@ def line_search(oracle: LabelOracle, idx: torch.Tensor, adv: torch.Tensor, steps
 def bisection_steps(theta: float) -> int:
     """Halvings of [0, 1] until it is no longer than ``theta``."""
     return max(1, math.ceil(math.log2(1.0 / theta)))
+
+
+def decision_attack(target, x, y, goal, *, p: float, max_queries: int, run):
+    """The frame of a decision-based attack: a ledger and a label oracle over ``x``, the clean
+    pass paid for and settled, then ``run(oracle, ledger, clean_pred)``; when the target's budget
+    runs out the best points found so far are kept and the record says why. Returns Perturbed."""
+    from advkit.attacks.base import Perturbed
+    from advkit.errors import BudgetExhausted
+
+    shape, n = tuple(x.shape[1:]), x.shape[0]
+    led = Ledger(x.reshape(n, -1), p, max_queries)
+    oracle = LabelOracle(target, goal, y, shape, led)
+    clean_pred = target.labels(x, check=False).to(y.device)
+    led.spend(torch.arange(n, device=x.device))
+    led.settle(goal.success(clean_pred, y))
+    exhausted = None
+    try:
+        run(oracle, led, clean_pred)
+    except BudgetExhausted as exc:
+        exhausted = str(exc)
+    return Perturbed(led.best.reshape(x.shape), clean_pred=clean_pred,
+                     extra=led.extra(exhausted))
+
+
+def on_the_boundary(oracle: LabelOracle, clean_pred, bounds, tries: int, generator, steps: int,
+                    p: float):
+    """(idx, cur): the attacked points that found an adversarial start (``start_points``), moved
+    to the boundary by a ``steps``-step binary search toward their originals, both offered to
+    the ledger; None when no point has a start."""
+    led = oracle.ledger
+    idx = torch.nonzero(led.attacked).squeeze(1)
+    if idx.numel() == 0:
+        return None
+    start, found = start_points(oracle, idx, bounds, tries, generator, clean_pred)
+    idx, cur = idx[found], start[found]
+    if idx.numel() == 0:
+        return None
+    led.offer(idx, cur)
+    cur = line_search(oracle, idx, cur, steps, p)
+    led.offer(idx, cur)
+    return idx, cur

@@ -37,16 +37,14 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import EvasionAttack, Perturbed
+from advkit.attacks.base import EvasionAttack
 from advkit.attacks.evasion.query_ledger import (
-    LabelOracle,
-    Ledger,
     bisection_steps,
+    decision_attack,
     line_search,
+    on_the_boundary,
     randn,
-    start_points,
 )
-from advkit.errors import BudgetExhausted
 from advkit.params import check_params, param
 from advkit.registry import register
 from advkit.threat_tags import BLACK_BOX_EVASION
@@ -85,33 +83,15 @@ class SignOPT(EvasionAttack):
 
     def _perturb(self, target, x, y, goal, generator):
         bounds = target.contract.bounds
-        shape, n = tuple(x.shape[1:]), x.shape[0]
-        flat = x.reshape(n, -1)
-        led = Ledger(flat, 2.0, self.max_queries)
-        oracle = LabelOracle(target, goal, y, shape, led)
-        clean_pred = target.labels(x, check=False).to(y.device)
-        led.spend(torch.arange(n, device=x.device))
-        led.settle(goal.success(clean_pred, y))
-        exhausted = None
-        try:
-            self._run(oracle, led, clean_pred, bounds, generator)
-        except BudgetExhausted as exc:  # keep the best found so far, and say so
-            exhausted = str(exc)
-        return Perturbed(led.best.reshape(x.shape), clean_pred=clean_pred,
-                         extra=led.extra(exhausted))
+        return decision_attack(target, x, y, goal, p=2.0, max_queries=self.max_queries,
+                               run=lambda o, led, cp: self._run(o, led, cp, bounds, generator))
 
     def _run(self, oracle, led, clean_pred, bounds, generator):
-        idx = torch.nonzero(led.attacked).squeeze(1)
-        if idx.numel() == 0:
-            return
-        start, found = start_points(oracle, idx, bounds, self.init_tries, generator, clean_pred)
-        idx, cur = idx[found], start[found]
-        if idx.numel() == 0:
-            return
-        led.offer(idx, cur)
         steps = bisection_steps(self.tolerance)
-        cur = line_search(oracle, idx, cur, steps, 2.0)
-        led.offer(idx, cur)
+        got = on_the_boundary(oracle, clean_pred, bounds, self.init_tries, generator, steps, 2.0)
+        if got is None:
+            return
+        idx, cur = got
         eta = torch.full((idx.numel(),), self.step, device=cur.device, dtype=cur.dtype)
         while idx.numel():
             evals = torch.clamp(led.left(idx) - steps - 1, max=self.directions)
