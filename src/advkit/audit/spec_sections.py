@@ -14,6 +14,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+class Entry(_Strict):
+    """One entry of a section's list: a registered ``name``, its ``params`` and an optional
+    ``label`` that names its stages instead of the name (two entries of one name need one)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = Field(default=None, min_length=1, max_length=60,
+                              pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
 def require_distinct(keys: list[str], what: str) -> None:
     """ValueError (for a pydantic validator) when two entries of a section list share a key:
     the key names their stages."""

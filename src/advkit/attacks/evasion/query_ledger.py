@@ -47,6 +47,14 @@ class Ledger:
         if idx.numel() == 0:
             return
         d = lp_norm(cand - self.x[idx], self.p)
+        if idx.unique().numel() < idx.numel():  # several candidates of one point: its nearest
+            # (an index_put with repeated indices keeps an arbitrary one, thread-dependent)
+            order = torch.argsort(d, stable=True)
+            uniq, inv = torch.unique(idx[order], return_inverse=True)
+            first = torch.full((uniq.numel(),), len(order), dtype=torch.long, device=idx.device)
+            first.scatter_reduce_(0, inv, torch.arange(len(order), device=idx.device), "amin")
+            keep = order[first]
+            idx, cand, d = idx[keep], cand[keep], d[keep]
         better = d < self.best_norm[idx]
         idx, cand, d = idx[better], cand[better], d[better]
         self.best[idx], self.best_norm[idx] = cand, d

@@ -41,7 +41,7 @@ from pydantic import Field, field_validator, model_validator
 
 from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
-from advkit.audit.spec_sections import _Strict, require_distinct
+from advkit.audit.spec_sections import Entry, _Strict, require_distinct
 from advkit.errors import AdvkitError, AuditSpecError, short
 from advkit.threat_tags import tag
 
@@ -51,12 +51,8 @@ FITS = {"network": ("copycat",), "mlp": ("copycat", "equations"),
         "other": ("copycat",)}
 
 
-class ExtractionAttackSpec(_Strict):
-    name: str
+class ExtractionAttackSpec(Entry):
     queries: list[int] | None = None  # copycat's budgets
-    params: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = Field(default=None, min_length=1, max_length=60,
-                              pattern=r"^[A-Za-z0-9_.-]+$")
 
     @field_validator("queries")
     @classmethod
@@ -64,10 +60,6 @@ class ExtractionAttackSpec(_Strict):
         if v is not None and (not v or any(q < 1 for q in v)):
             raise ValueError("queries needs at least one positive query budget, e.g. [100, 1000]")
         return None if v is None else sorted(set(v))
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
 
 
 class ExtractionSpec(_Strict):

@@ -38,14 +38,12 @@ cached by a hash of data, recipe and seed, so a resumed audit equals an uninterr
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field, field_validator, model_validator
 
 from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
 from advkit.audit.report import Report, ScenarioResult
-from advkit.audit.spec_sections import RecipeOverrides, _Strict, require_distinct
+from advkit.audit.spec_sections import Entry, RecipeOverrides, _Strict, require_distinct
 from advkit.errors import AdvkitError, AuditSpecError, short
 from advkit.threat_tags import BACKDOOR_POISONING
 
@@ -55,14 +53,10 @@ REPAIRS = ("unlearn", "prune")  # what Neural Cleanse does with the triggers it 
 IMAGE_ONLY = ("badnets", "blended")  # attacks (and Neural Cleanse) that stamp image triggers
 
 
-class PoisonAttackSpec(_Strict):
+class PoisonAttackSpec(Entry):
     """One poisoning attack (a registry name of the poisoning family) at one or more rates."""
 
-    name: str
     rates: list[float]
-    params: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = Field(default=None, min_length=1, max_length=60,
-                              pattern=r"^[A-Za-z0-9_.-]+$")  # its stage ids (default: name)
 
     @field_validator("rates")
     @classmethod
@@ -80,21 +74,13 @@ class PoisonAttackSpec(_Strict):
             raise ValueError("the rate comes from 'rates'; remove 'rate' from params")
         return v
 
-    @property
-    def key(self) -> str:
-        return self.label or self.name
 
-
-class MitigationSpec(_Strict):
+class MitigationSpec(Entry):
     """One mitigation: a name of ``MITIGATIONS`` and its parameters. ``repair`` (Neural Cleanse
     only): ``unlearn`` (the default) or ``prune`` the flagged classes' triggers; ``on_clean``:
     also run it against the clean reference model (its false alarms and its cost when there is
     nothing to remove); ``label`` names its stages (default: the name)."""
 
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = Field(default=None, min_length=1, max_length=60,
-                              pattern=r"^[A-Za-z0-9_.-]+$")
     repair: str | None = None
     on_clean: bool = False
 
@@ -107,10 +93,6 @@ class MitigationSpec(_Strict):
             if self.repair not in REPAIRS:
                 raise ValueError(f"repair must be one of {', '.join(REPAIRS)}")
         return self
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
 
 
 class PoisoningSpec(_Strict):

@@ -62,7 +62,7 @@ from pydantic import Field, model_validator
 
 from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
-from advkit.audit.spec_sections import _Strict, require_distinct
+from advkit.audit.spec_sections import Entry, _Strict, require_distinct
 from advkit.errors import AdvkitError, AuditSpecError, UnknownParameterError, short
 from advkit.params import check_values, declarations, param
 from advkit.threat_tags import tag
@@ -125,15 +125,8 @@ def split_params(name: str, params: dict) -> tuple[dict, dict]:
     return a, s
 
 
-class MembershipSpec(_Strict):
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = Field(default=None, min_length=1, max_length=60,
-                              pattern=r"^[A-Za-z0-9_.-]+$")
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
+class MembershipSpec(Entry):
+    pass
 
 
 class InversionSpec(_Strict):

@@ -37,13 +37,12 @@ evaluated points, the DP facts), ``privacy_defenses/KEY/membership/LABEL`` and
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pydantic import Field, model_validator
 
 from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
-from advkit.audit.spec_sections import _Strict, require_distinct
+from advkit.audit.spec_sections import Entry, _Strict, require_distinct
 from advkit.errors import AdvkitError, AuditSpecError, short
 from advkit.threat_tags import MITIGATES_MEMBERSHIP
 
@@ -53,15 +52,8 @@ DEFENSES = TRAINING + OUTPUT
 RERUN = ("loss", "entropy")  # membership attacks re-run against a defended model
 
 
-class PrivacyDefenseEntry(_Strict):
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = Field(default=None, min_length=1, max_length=60,
-                              pattern=r"^[A-Za-z0-9_.-]+$")
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
+class PrivacyDefenseEntry(Entry):
+    pass
 
 
 class PrivacyDefensesSpec(_Strict):
