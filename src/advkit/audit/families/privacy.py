@@ -145,6 +145,7 @@ class PrivacyFamily(Family):
     """Membership inference (AML.T0024.000 Infer Training Data Membership)."""
 
     name = "privacy"
+    gpu = True  # gradient attacks and training
     order = 60
     threat = THREAT
 
