@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH) -e '.[data,test,serve]'
+	$(BIN)/python -m pip install --quiet $(TORCH) -e '.[data,test,serve,ray]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -23,7 +23,11 @@
   lists them under ``manifest.executor.tasks``.
 
 Without an address a local Ray instance is started, sized to this machine (or ``num_cpus``), with
-no dashboard, bound to 127.0.0.1, and shut down when the audit ends; with an address (``auto``,
+no dashboard and no usage statistics, and shut down when the audit ends. Ray itself decides where
+its processes listen: Ray 2.60 turns a 127.0.0.1 node address into the machine's own address
+(``ray._private.services.resolve_ip_for_localhost``) and its GCS server listens on every
+interface, protected by the cluster token it generates (Ray's token authentication); on a
+machine whose ports must not be reachable, firewall them or use the local executor; with an address (``auto``,
 ``ray://host:10001``) the audit joins that cluster, whose workers need advkit installed. When Ray is
 already initialised in this process, the executor uses that instance and leaves it running.
 """
@@ -62,10 +66,15 @@ def _stream(fd: int) -> str | None:
 
 
 def _context(box: list):
-    """The AuditContext behind the object reference in ``box``, unpickled once per worker."""
+    """The AuditContext behind the object reference in ``box``, unpickled once per worker; the
+    worker computes with the driver's number of torch threads (``box[1]``), since training results
+    differ between thread counts (Ray would give a one-CPU task one thread)."""
     import ray
+    import torch
 
-    ref = box[0]
+    ref, threads = box
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     key = ref.hex()
     if key not in _CONTEXTS:
         _CONTEXTS.clear()  # a worker serves one audit at a time: drop the previous one
@@ -90,7 +99,7 @@ def run_stage(box: list, family: str, sc, deps: dict[str, dict]) -> tuple[dict, 
     rt = ray.get_runtime_context()
     where = {"node_id": rt.get_node_id(), "worker_id": rt.get_worker_id(), "pid": os.getpid(),
              "task_id": rt.get_task_id(), "stdout": _stream(1), "stderr": _stream(2),
-             "seconds": round(seconds, 3)}
+             "deps": list(sc.deps), "seconds": round(seconds, 3)}
     return rec, where
 
 
@@ -109,14 +118,15 @@ class RayExecutor:
         try:
             if self.address is None:
                 ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                         log_to_driver=False, _node_ip_address="127.0.0.1")
+                         log_to_driver=False)
             else:
                 ray.init(address=self.address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception on a slow start
+            ray.shutdown()  # what it started of the instance
             where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray"
             raise ExecutorError(f"could not start or reach {where}: {exc}; check the address "
-                                "(ray status on the head node prints it) or run with "
-                                "--executor local") from None
+                                "(ray status on the head node prints it), retry on a less busy "
+                                "machine, or run with --executor local") from None
         return True
 
     def _put(self, ray, ctx):
@@ -138,6 +148,8 @@ class RayExecutor:
         info = {"name": self.name, "address": self.address, "tasks": tasks}
         if not waiting:
             return info
+        import torch
+
         ray = _ray()
         started_here = self._connect(ray)
         pending: dict[Any, Job] = {}
@@ -145,7 +157,8 @@ class RayExecutor:
             gpus = float(ray.cluster_resources().get("GPU", 0))
             info["cluster"] = {"nodes": len([n for n in ray.nodes() if n.get("Alive")]),
                                "cpus": float(ray.cluster_resources().get("CPU", 0)), "gpus": gpus}
-            box = [self._put(ray, ctx)]  # a list: Ray hands the task the reference, not the value
+            # a list: Ray hands the task the reference, not the value
+            box = [self._put(ray, ctx), torch.get_num_threads()]
             remote = ray.remote(run_stage)
             while waiting or pending:
                 for job in [j for j in waiting if all(d in records for d in j.scenario.deps)]:
