@@ -82,6 +82,8 @@ def report_from_dict(doc: dict[str, Any]):
 # report must be equal between two runs of one spec, whichever executor ran them.
 RUN_VOLATILE = frozenset({
     "seconds", "started", "finished", "duration_s", "durations", "train_seconds",  # times
+    "seconds_per_point", "times_undefended", "undefended_seconds", "defended_seconds",
+    "steal_seconds", "seconds_train_or_load", "search_seconds",
     "command", "run_id", "executor",  # the run's identity and where it ran (hosts, pids, logs)
     "from_store", "scenarios_run", "scenarios_from_store",  # read back from the store
     "trained_now", "cache", "model_cache", "model_from_cache", "retrained_model_cache",
