@@ -42,8 +42,10 @@ KILLED_STAGE = "pgd/Linf/eps=0.1"
 
 @pytest.fixture(scope="module")
 def ray_instance(tmp_path_factory):
-    """One local Ray instance (2 CPUs) for the module; its workers inherit the model cache folder
-    set here (an environment variable read when a stage trains)."""
+    """One local Ray instance (2 CPUs) for the module and the model cache folder of its runs: the
+    workers inherit it (an environment variable read when a stage trains), each Ray test's driver
+    sets it (the audited model is trained there). Its own folder: a model cached by a run at
+    another thread count would not be this run's model."""
     ray = pytest.importorskip("ray", reason="the ray executor needs the [ray] extra "
                               "(pip install 'advkit[ray]'); .ci/run installs it")
     cache = tmp_path_factory.mktemp("ray-cache")
@@ -59,7 +61,7 @@ def ray_instance(tmp_path_factory):
                 if attempt == 2:
                     raise
     try:
-        yield ray
+        yield ray, cache
     finally:
         ray.shutdown()
 
@@ -83,6 +85,7 @@ def _report(out: Path, executor: str) -> dict:
 
 def test_ray_report_equals_the_local_one(ray_instance, local_doc, tmp_path, monkeypatch):
     monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("ADVKIT_CACHE_DIR", str(ray_instance[1]))
     doc = _report(tmp_path / "out", "ray")
     assert run_independent(doc) == run_independent(local_doc)
     # the comparison is not empty: every planned stage has its result in both
@@ -121,8 +124,10 @@ def _kill_when_started(logs: Path, stage: str, killed: list, stop: threading.Eve
 def test_a_killed_worker_is_replaced_and_the_audit_ends_with_the_same_report(
         ray_instance, local_doc, tmp_path, monkeypatch):
     monkeypatch.setenv("CI", "true")
-    probe = ray_instance.remote(lambda: os.readlink("/proc/self/fd/2"))
-    logs = Path(ray_instance.get(probe.remote())).parent  # this instance's worker log folder
+    ray, cache = ray_instance
+    monkeypatch.setenv("ADVKIT_CACHE_DIR", str(cache))
+    probe = ray.remote(lambda: os.readlink("/proc/self/fd/2"))
+    logs = Path(ray.get(probe.remote())).parent  # this instance's worker log folder
     killed: list[int] = []
     stop = threading.Event()
     watcher = threading.Thread(target=_kill_when_started, args=(logs, KILLED_STAGE, killed, stop))
