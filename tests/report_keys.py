@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+from advkit.audit.report_read import (  # noqa: F401 - re-exported
+    RUN_VOLATILE,
+    run_independent,
+)
+from advkit.audit.report_read import without_keys as without  # noqa: F401
 
-def without(obj, keys: set[str]):
-    """``obj`` (a report dict) without the ``keys`` (timings, paths, run ids), at any depth."""
-    if isinstance(obj, dict):
-        return {k: without(v, keys) for k, v in obj.items() if k not in keys}
-    if isinstance(obj, list):
-        return [without(v, keys) for v in obj]
-    return obj

@@ -134,6 +134,11 @@ class MissingDependencyError(AdvkitError, ImportError):
         super().__init__(f"{feature} needs the package {package!r}, which is not installed: {how}")
 
 
+class ExecutorError(AdvkitError):
+    """An executor could not run a stage: the cluster is unreachable, the subject cannot be shipped
+    to its workers, or a stage's workers kept dying after every retry."""
+
+
 class DataFormatError(AdvkitError, ValueError):
     """A data file is corrupt, truncated, or not in the format its name promises."""
 

@@ -15,7 +15,7 @@ import yaml
 from advkit.audit.spec import parse_spec
 from advkit.cli.main import run
 from advkit.errors import AuditSpecError
-from report_keys import without
+from report_keys import run_independent
 
 SPEC = {
     "title": "defenses",
@@ -35,13 +35,11 @@ SPEC = {
     ],
 }
 KEYS = ("jpeg", "median-smoothing", "output-rounding", "randomized-smoothing", "fast-fgsm")
-VOLATILE = {"seconds", "started", "finished", "duration_s", "durations", "command", "from_store",
-            "scenarios_run", "scenarios_from_store", "train_seconds", "trained_now", "cache",
-            "run_id", "seconds_per_point", "times_undefended"}
 
 
 def stable(obj):
-    return without(obj, VOLATILE)
+    """The report without what differs between runs (report_keys.RUN_VOLATILE)."""
+    return run_independent(obj)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from advkit.audit import runner
 from advkit.audit.spec import parse_spec
 from advkit.cli.main import run
 from advkit.errors import AuditSpecError, InvalidParameterError
-from report_keys import without
+from report_keys import run_independent
 
 SPEC = {
     "title": "poisoning",
@@ -35,16 +35,10 @@ SPEC = {
     },
 }
 
-# report keys that hold wall-clock times, run identities, cache locations or whether work was
-# read back (from the store or the model cache) rather than done: everything else must match
-VOLATILE = {"seconds", "started", "finished", "duration_s", "durations", "command", "from_store",
-            "scenarios_run", "scenarios_from_store", "train_seconds", "trained_now", "cache",
-            "model_cache", "model_from_cache", "retrained_model_cache", "retrained_from_cache",
-            "run_id"}
-
 
 def stable(obj):
-    return without(obj, VOLATILE)
+    """The report without what differs between runs (report_keys.RUN_VOLATILE)."""
+    return run_independent(obj)
 
 
 @pytest.fixture(autouse=True)

@@ -116,6 +116,19 @@ class Stages:
         self.bar.update(self.task, advance=1)
         log.info("%s %s done in %s", tag, label, _seconds(time.perf_counter() - t0))
 
+    def running(self, labels: list[str]) -> None:
+        """Stages that run elsewhere at once (Ray tasks): the bar names how many and the first."""
+        if labels:
+            more = f" (+{len(labels) - 1} running)" if len(labels) > 1 else ""
+            self.bar.update(self.task, description=f"{self.title} {self._tag()} {labels[0]}{more}")
+
+    def finished(self, label: str, seconds: float, where: str = "") -> None:
+        """A stage that ran elsewhere (a Ray task) finished after ``seconds``: counted, logged."""
+        tag = self._tag()
+        self.done += 1
+        self.bar.update(self.task, advance=1)
+        log.info("%s %s done in %s%s", tag, label, _seconds(seconds), where)
+
     def skip(self, label: str, why: str = "read from the store") -> None:
         """A stage that needs no work (e.g. its result is stored): counted and logged."""
         tag = self._tag()

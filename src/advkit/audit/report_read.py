@@ -73,3 +73,34 @@ def report_from_dict(doc: dict[str, Any]):
         raise ReportFormatError(f"the report document does not describe an advkit report "
                                 f"({type(exc).__name__}: {exc}); pass a report.json written by "
                                 "advkit") from None
+
+
+# What differs between two runs of one audit and says nothing about the model: wall-clock times,
+# the command line, run ids, where the work ran (the executor's section: its tasks' nodes,
+# processes and log files) and whether a result was read back (from the progress store or the
+# model cache) rather than computed in this run, and the cache's folder. Every other key of a
+# report must be equal between two runs of one spec, whichever executor ran them.
+RUN_VOLATILE = frozenset({
+    "seconds", "started", "finished", "duration_s", "durations", "train_seconds",  # times
+    "seconds_per_point", "times_undefended", "undefended_seconds", "defended_seconds",
+    "steal_seconds", "seconds_train_or_load", "search_seconds",
+    "command", "run_id", "executor",  # the run's identity and where it ran (hosts, pids, logs)
+    "from_store", "scenarios_run", "scenarios_from_store",  # read back from the store
+    "trained_now", "cache", "model_cache", "model_from_cache", "retrained_model_cache",
+    "retrained_from_cache",  # read back from the model cache, and its folder
+})
+
+
+def without_keys(obj: Any, keys) -> Any:
+    """``obj`` (a report document) without the ``keys``, at any depth."""
+    if isinstance(obj, dict):
+        return {k: without_keys(v, keys) for k, v in obj.items() if k not in keys}
+    if isinstance(obj, list):
+        return [without_keys(v, keys) for v in obj]
+    return obj
+
+
+def run_independent(doc: dict) -> dict:
+    """A report document (``report.json``) without ``RUN_VOLATILE``: what any run of the same
+    audit, local or on Ray, must equal."""
+    return without_keys(doc, RUN_VOLATILE)

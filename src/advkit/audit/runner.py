@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from advkit.audit.executors import Executor, Job, get_executor
 from advkit.audit.families.base import AuditContext, Family, families
 from advkit.audit.manifest import build_manifest
 from advkit.audit.plan import Scenario
@@ -73,7 +74,14 @@ def run_audit(
     spec_sha256: str,
     progress: bool | None = None,
     resume: bool = True,
+    executor: Executor | None = None,
 ) -> Report:
+    """Run the audit ``spec`` and return its Report; finished stages are stored in ``out_dir`` as
+    they arrive. ``executor``: how the stages run (default: the spec's ``executor`` section, the
+    local executor unless it says otherwise; ``advkit.audit.executors``)."""
+    if executor is None:
+        executor = get_executor(spec.executor.name, address=spec.executor.address,
+                                num_cpus=spec.executor.num_cpus)
     started = time.time()
     run_id = uuid.uuid4().hex
     store_path = Path(out_dir) / ".advkit-progress.sqlite"
@@ -94,7 +102,8 @@ def run_audit(
     data_sha = ds.sha256()
     records: dict[str, dict] = {}
     keys: dict[str, str] = {}
-    with Store(store_path) as store, stage_progress(len(plan) + 1, "audit", progress) as stages:
+    jobs: list[Job] = []
+    with Store(store_path) as store:
         for fam, sc in plan:
             key = scenario_key(sc, model_sha256=subject.model_sha256, data_sha256=data_sha, n=n,
                                seed=spec.seed, batch_size=spec.evaluation.batch_size,
@@ -102,25 +111,31 @@ def run_audit(
                                dep_keys=[keys[d] for d in sc.deps])
             keys[sc.id] = key
             rec = store.get(key, sc.id) if resume else None
-            if rec is None:
-                with stages.stage(sc.id):
-                    rec = fam.run(sc, ctx, {d: records[d] for d in sc.deps})
-                    rec["run_id"] = run_id
-                    store.put(key, sc.id, rec)
-                    store.record_run(run_id, started, time.time() - started)
-                rec["from_store"] = False
-            else:
-                stages.skip(sc.id, f"read from the store {store_path}")
+            if rec is not None:
                 rec["from_store"] = True
-            records[sc.id] = rec
-        earlier = store.run_seconds(r["run_id"] for r in records.values()
-                                    if r["from_store"] and r.get("run_id") != run_id)
-        with stages.stage("report"):
-            report = _build_report(spec, ctx, plans, records, spec_sha256=spec_sha256,
-                                   started=started)
-        this_run_s = time.time() - started
-        store.record_run(run_id, started, this_run_s)
+                records[sc.id] = rec
+            jobs.append(Job(fam, sc, key, rec))
+
+        def finish(job: Job, rec: dict) -> None:  # the driver stores each record as it arrives
+            rec["run_id"] = run_id
+            store.put(job.key, job.scenario.id, rec)
+            store.record_run(run_id, started, time.time() - started)
+            rec["from_store"] = False
+            records[job.scenario.id] = rec
+
+        with stage_progress(len(plan) + 1, "audit", progress) as stages:
+            run_info = executor.run(jobs, ctx, records, finish, stages,
+                                    f"read from the store {store_path}")
+            records = {sc.id: records[sc.id] for _, sc in plan}  # plan order, whatever ran first
+            earlier = store.run_seconds(r["run_id"] for r in records.values()
+                                        if r["from_store"] and r.get("run_id") != run_id)
+            with stages.stage("report"):
+                report = _build_report(spec, ctx, plans, records, spec_sha256=spec_sha256,
+                                       started=started)
+            this_run_s = time.time() - started
+            store.record_run(run_id, started, this_run_s)
     durations = run_durations(this_run_s, earlier)
+    report.manifest["executor"] = run_info
     report.manifest["duration_s"] = durations["total_s"]
     report.manifest["durations"] = durations
     return report

@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     Field,
@@ -123,6 +123,24 @@ class EvaluationSpec(_Strict):
     batch_size: int = Field(default=256, ge=1)
 
 
+class ExecutorSpec(_Strict):
+    """How the stages run (``advkit.audit.executors``): ``local`` (here, one by one) or ``ray``
+    (Ray tasks; ``address`` an existing cluster, e.g. ``ray://head:10001`` or ``auto``, else a
+    local Ray instance with ``num_cpus`` CPUs, default all of this machine's). ``executor: ray``
+    is short for ``executor: {name: ray}``. Results do not depend on the executor."""
+
+    name: Literal["local", "ray"] = "local"
+    address: str | None = Field(default=None, min_length=1, max_length=500)
+    num_cpus: int | None = Field(default=None, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self):
+        if self.name != "ray" and (self.address is not None or self.num_cpus is not None):
+            raise ValueError("address and num_cpus apply to the ray executor only; set name: ray "
+                             "or remove them")
+        return self
+
+
 class AuditSpec(_Strict):
     title: str = Field(default="advkit audit", max_length=500)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
@@ -133,6 +151,7 @@ class AuditSpec(_Strict):
     ensemble: EnsembleSpec | None = None
     adapt: AdaptSpec = Field(default_factory=AdaptSpec)
     verdicts: VerdictsSpec = Field(default_factory=VerdictsSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     fail_under: dict[str, float] = Field(default_factory=dict)
     # one section per threat family (advkit.audit.families); each family validates its own
     supply_chain: bool | None = None  # default: on whenever the model comes from a file
@@ -154,6 +173,11 @@ class AuditSpec(_Strict):
     @field_validator("dataset", mode="before")
     @classmethod
     def _dataset_shorthand(cls, v):
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_shorthand(cls, v):
         return {"name": v} if isinstance(v, str) else v
 
     @field_validator("adapt", mode="before")

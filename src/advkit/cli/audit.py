@@ -33,6 +33,30 @@ def _thresholds(items: list[str]) -> dict[str, float]:
     return out
 
 
+def _executor(spec_executor, name: str | None, address: str | None):
+    """The spec's executor section with --executor / --address applied, validated as the spec's
+    own (an unknown name or an address without ray is an AuditSpecError, exit 2)."""
+    from advkit.audit.executors import EXECUTORS
+    from advkit.audit.spec import ExecutorSpec
+
+    name = spec_executor.name if name is None else name
+    if name not in EXECUTORS:
+        raise AuditSpecError(f"--executor {name!r}: expected one of {', '.join(EXECUTORS)}")
+    if address is not None and name != "ray":
+        raise AuditSpecError(f"--address {address!r} applies to the ray executor only; add "
+                             "--executor ray or drop --address")
+    changes = {"name": name} if address is None else {"name": name, "address": address}
+    if name != "ray":
+        changes.update(address=None, num_cpus=None)
+    from pydantic import ValidationError
+
+    try:
+        return ExecutorSpec.model_validate({**spec_executor.model_dump(), **changes})
+    except ValidationError as exc:
+        why = "; ".join(e["msg"] for e in exc.errors())
+        raise AuditSpecError(f"--executor/--address: {why}") from None
+
+
 def _warn_dangerous(model) -> None:
     """allow_dangerous needs trust_pickle (as load_model's rule); when set, say so loudly."""
     if not model.allow_dangerous:
@@ -90,6 +114,12 @@ def audit(
     progress: bool = typer.Option(
         None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."
     ),
+    executor: str = typer.Option(
+        None, "--executor", help="How the stages run: local (here, one by one) or ray (Ray "
+        "tasks); default: the spec's executor, else local."),
+    address: str = typer.Option(
+        None, "--address", help="With --executor ray: an existing Ray cluster (auto, "
+        "ray://HEAD:10001); default: a local Ray instance sized to this machine."),
     history: Path = history_option(),
 ) -> int:
     """Attack a model, measure the damage, write report.html and report.json, print a summary."""
@@ -136,6 +166,8 @@ def audit(
     if allow_dangerous:
         s = s.model_copy(update={"model": s.model.model_copy(update={"allow_dangerous": True})})
     _warn_dangerous(s.model)
+    if executor is not None or address is not None:
+        s = s.model_copy(update={"executor": _executor(s.executor, executor, address)})
     thresholds = {**s.fail_under, **thresholds}
     s = s.model_copy(update={"fail_under": thresholds})
     from advkit.audit.spec import check_gates

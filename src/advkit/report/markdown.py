@@ -283,6 +283,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _manifest_items(manifest: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Seed first, then hashes, then the rest (versions, command, times) in their order."""
     items = flatten(manifest)
+    tasks = (manifest.get("executor") or {}).get("tasks")
+    if tasks:  # one line, not one per stage and field: where each ran is in report.json
+        items = [i for i in items if not i[0].startswith("executor.tasks.")]
+        items.append(("executor.tasks", f"{len(tasks)} stages (node, process, seconds and log "
+                                        "files of each: manifest.executor.tasks in report.json)"))
 
     def rank(item: tuple[str, Any]) -> int:
         k = item[0].lower()

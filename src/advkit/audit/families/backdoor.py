@@ -160,6 +160,7 @@ class BackdoorFamily(Family):
     """Backdoor detection and mitigation on the user's trained model and its training data."""
 
     name = "backdoor"
+    gpu = True  # gradient attacks and training
     order = 30
     threat = tag("AML.T0018", "grey box", related=("AML.T0020", "AML.T0043.004"))
 

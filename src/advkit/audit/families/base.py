@@ -96,6 +96,7 @@ class Family:
     name: ClassVar[str]
     order: ClassVar[int] = 50  # families run and report in this order (supply chain first)
     threat: ClassVar[Any] = None  # its ThreatTag (advkit.threat_tags): on its verdicts and matrix
+    gpu: ClassVar[bool] = False  # its stages can use a GPU (the ray executor asks for one)
 
     # -- the spec ----------------------------------------------------------------------------
     def section(self, spec) -> Any:

@@ -66,6 +66,7 @@ class DefensesFamily(Family):
     """Defenses against evasion, measured against the same attacks as the undefended model."""
 
     name = "defenses"
+    gpu = True  # gradient attacks and training
     order = 25  # after evasion: its report reads the undefended figures the evasion family made
     threat = MITIGATES_EVASION
 

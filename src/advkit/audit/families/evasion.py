@@ -191,6 +191,7 @@ class EvasionFamily(Family):
     """Evasion attacks on the audited target (AML.T0015 / AML.T0043)."""
 
     name = "evasion"
+    gpu = True  # gradient attacks and training
     order = 20
     threat = WHITE_BOX_EVASION
 

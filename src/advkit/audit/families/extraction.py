@@ -137,6 +137,7 @@ class ExtractionFamily(Family):
     """Model extraction (AML.T0024.002 Extract ML Model)."""
 
     name = "extraction"
+    gpu = True  # gradient attacks and training
     order = 70
     threat = tag("AML.T0024.002", "black box")
 

@@ -171,6 +171,7 @@ class PoisoningFamily(Family):
     """Training-data poisoning (AML.T0020) and backdoors planted through it (AML.T0018)."""
 
     name = "poisoning"
+    gpu = True  # gradient attacks and training
     order = 40
     threat = BACKDOOR_POISONING  # AML.T0020 Poison Training Data (related: AML.T0018 backdoors)
 

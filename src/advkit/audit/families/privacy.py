@@ -176,6 +176,7 @@ class PrivacyFamily(Family):
     (AML.T0024.001 Invert ML Model)."""
 
     name = "privacy"
+    gpu = True  # gradient attacks and training
     order = 60
     threat = THREAT
 

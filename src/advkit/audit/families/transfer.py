@@ -62,6 +62,7 @@ class TransferFamily(Family):
     """Transfer attacks from surrogate families, and the transferability matrix."""
 
     name = "transfer"
+    gpu = True  # gradient attacks and training
     order = 22  # after evasion and beside its defenses
     threat = BLACK_BOX_TRANSFER
 
