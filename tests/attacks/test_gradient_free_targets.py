@@ -1,7 +1,7 @@
 """Decision-based attacks on models without usable gradients (issue 14): a k-NN, an RBF SVM and a
 dynamically int8-quantised MLP on breast_cancer, each broken within 1,000 label queries a point.
 Measured at seed 0 on the 16 points: k-NN and SVM 16/16 with both attacks; the int8 MLP 11/16
-(HopSkipJump) and 4/16 (Sign-OPT, whose fixed step suits the MLP's sharp boundary less)."""
+(HopSkipJump) and 4/16 (Sign-OPT)."""
 
 from __future__ import annotations
 
