@@ -28,11 +28,7 @@ NAMES = {"copycat": "Copycat / Knockoff (learning-based)", "equations": "equatio
 KNOWLEDGE = {"copycat": "black box", "equations": "grey box", "tree": "black box"}
 
 
-def _prop(d: dict | None) -> Proportion | None:
-    if d is None:
-        return None
-    return Proportion(int(d["k"]), int(d["n"]), d["ci_low"], d["ci_high"],
-                      d.get("confidence", 0.95))
+_prop = Proportion.from_dict
 
 
 def results(records: list[dict]) -> list[ScenarioResult]:

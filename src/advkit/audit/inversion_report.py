@@ -27,8 +27,7 @@ METHOD_NAMES = {"fredrikson": "Fredrikson et al. 2014 (MAP)",
                 "yeom": "Yeom et al. 2018 (lowest loss)"}
 
 
-def _p(d: dict) -> Proportion:
-    return Proportion(int(d["k"]), int(d["n"]), d["ci_low"], d["ci_high"], d.get("confidence", 0.95))
+_p = Proportion.from_dict
 
 
 def results(records: list[dict]) -> list[ScenarioResult]:

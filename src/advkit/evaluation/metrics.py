@@ -38,6 +38,14 @@ class Proportion:
             "confidence": self.confidence,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Proportion | None:
+        """The Proportion ``as_dict`` wrote (a stored record's), or None for None."""
+        if d is None:
+            return None
+        return cls(int(d["k"]), int(d["n"]), d["ci_low"], d["ci_high"],
+                   d.get("confidence", 0.95))
+
     def __str__(self) -> str:
         if not self.n:
             return "n/a (n=0)"

@@ -52,9 +52,7 @@ class TransferSpec(_Strict):
     n_train: int = Field(default=5000, ge=10, le=1_000_000)  # training points the families see
 
 
-def _prop(d: dict) -> Proportion:
-    return Proportion(int(d["k"]), int(d["n"]), d["ci_low"], d["ci_high"],
-                      d.get("confidence", 0.95))
+_prop = Proportion.from_dict
 
 
 @family
