@@ -12,14 +12,49 @@ from advkit.audit import presets
 from advkit.audit.runner import active_families
 from advkit.audit.spec import load_spec
 from advkit.cli.main import run
+from advkit.errors import AuditSpecError
 
 ALL = [(n, q) for n in presets.names() for q in (False, True)
-       if not q or (presets.FOLDER / f"{n}.quick.yaml").is_file()]
+       if (not q or (presets.FOLDER / f"{n}.quick.yaml").is_file())
+       and presets.suite(n, quick=q) is None]
 
 
 def _plan(name: str, quick: bool) -> dict:
     spec, _ = load_spec(presets.preset_path(name, quick=quick))
     return {sc.id: sc for f in active_families(spec) for sc in f.plan(spec)}
+
+
+def test_the_privacy_preset_is_a_suite_of_digits_and_adult():
+    """An audit has one dataset: --preset privacy runs two (issue 13 item 7)."""
+    assert presets.suite("privacy") == ["privacy-digits", "privacy-adult"]
+    assert presets.suite("privacy", quick=True) is None  # the quick one is the digits audit
+    digits, adult = _plan("privacy-digits", False), _plan("privacy-adult", False)
+    assert "privacy/inversion" in digits and "privacy_defenses/dp-sgd/model" in digits
+    assert {"privacy/attribute/sex", "privacy/attribute/race",
+            "privacy_defenses/dp-sgd/model"} <= set(adult)
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("suite: [privacy-digits, nope]", "suite member 'nope' is not a plain preset"),
+    ("suite: []", "a non-empty list"),
+    ("suite: [privacy-digits]\nseed: 1", "only 'title' and 'suite'"),
+])
+def test_a_malformed_suite_is_refused(tmp_path, monkeypatch, body, needle):
+    import shutil
+
+    for p in presets.FOLDER.glob("privacy-*.yaml"):
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "bad.yaml").write_text(body)
+    monkeypatch.setattr(presets, "FOLDER", tmp_path)
+    with pytest.raises(AuditSpecError, match=needle):
+        presets.suite("bad")
+
+
+def test_suite_refuses_flags_that_cannot_apply_to_every_member(tmp_path, capsys):
+    assert run(["audit", "--preset", "privacy", "--model", str(tmp_path / "m.onnx"),
+                "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--model cannot apply to the suite preset 'privacy'" in err and "Traceback" not in err
 
 
 def test_preset_list_names_each_with_one_line(capsys):
@@ -115,7 +150,7 @@ def test_backdoor_quick_preset_end_to_end(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_privacy_preset_plans_membership_and_extraction(quick):
-    plan = _plan("privacy", quick)
+    plan = _plan("privacy" if quick else "privacy-digits", quick)
     n = 4 if quick else 16
     assert plan["privacy/membership/lira"].deps == (f"privacy/references/n={n}",)
     assert plan["privacy/membership/rmia"].deps == (f"privacy/references/n={n}",)
@@ -163,3 +198,29 @@ def test_evasion_defense_quick_preset_meets_the_transform_bars(tmp_path, monkeyp
             assert adaptive["value"] <= 0.10, name
     checks = {f["check"]: f for f in doc["findings"]}
     assert checks["certified_curve_rises"]["passed"]
+
+
+def test_a_suite_runs_each_member_into_its_folder_and_writes_an_index(tmp_path, monkeypatch,
+                                                                        capsys):
+    tiny = ("title: {t}\nseed: 0\ndataset: {{name: {d}, n_train: 200}}\n"
+            "model: {{zoo: mlp, epochs: 3}}\n"
+            "privacy: {{members: 50, membership: [{{name: loss}}]}}\n")
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / "one.yaml").write_text(tiny.format(t="one <digits>", d="digits"))
+    (folder / "two.yaml").write_text(tiny.format(t="two", d="breast_cancer"))
+    (folder / "both.yaml").write_text("# both\nsuite: [one, two]\n")
+    monkeypatch.setattr(presets, "FOLDER", folder)
+    monkeypatch.setenv("ADVKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("ADVKIT_HISTORY", str(tmp_path / "history.sqlite"))
+    out = tmp_path / "out"
+    assert run(["audit", "--preset", "both", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "audit 1/2: one" in printed and "audit 2/2: two" in printed
+    for member, dataset in (("one", "digits"), ("two", "breast_cancer")):
+        doc = json.loads((out / member / "report.json").read_text())
+        assert doc["dataset"]["name"] == dataset
+        assert "privacy/membership/loss" in {s["id"] for s in doc["scenarios"]}
+    index = (out / "index.html").read_text()
+    assert 'href="one/report.html"' in index and 'href="two/report.html"' in index
+    assert "one &lt;digits&gt;" in index and "<digits>" not in index  # titles are escaped

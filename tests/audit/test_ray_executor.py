@@ -169,3 +169,15 @@ def test_cli_rejects_unknown_executor_and_address_without_ray(tmp_path, capsys):
         code = run(["audit", "--out", str(tmp_path / "o"), *args])
         err = capsys.readouterr().err
         assert code == 2 and why in err and "Traceback" not in err
+
+
+def test_a_task_reserves_as_many_cpus_as_torch_threads_it_runs():
+    """Two 2-thread tasks on a 2-core node would oversubscribe it; a task never asks for more CPUs
+    than the largest live node has (it would never be scheduled)."""
+    from advkit.audit.executors.ray_executor import _task_cpus
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 64}}]
+    assert _task_cpus(1, nodes) == 1
+    assert _task_cpus(2, nodes) == 2
+    assert _task_cpus(8, nodes) == 2
+    assert _task_cpus(3, []) == 1

@@ -113,6 +113,13 @@ def test_bad_specs_are_refused_by_the_strict_validator(client, spec, words):
     _still_serving(client)
 
 
+def test_a_suite_preset_is_refused_with_its_members_named(client):
+    r = client.post("/api/run", json={"preset": "privacy", "quick": False})
+    assert r.status_code == 422 and "privacy-digits, privacy-adult" in r.json()["detail"], r.text
+    assert not client.app.state.runs.runs  # nothing started
+    _still_serving(client)
+
+
 @pytest.mark.parametrize("path", [
     "/audits/..%2F..%2Fetc%2Fpasswd/report",
     "/audits/../../../etc/passwd/report",

@@ -123,10 +123,6 @@ def audit(
     history: Path = history_option(),
 ) -> int:
     """Attack a model, measure the damage, write report.html and report.json, print a summary."""
-    from advkit.audit.gate import evaluate_thresholds
-    from advkit.report import render_markdown, write_report
-    from advkit.report.junit import write_junit
-
     log_stages(progress)
     thresholds = _thresholds(fail_under)
     if seed is not None:
@@ -143,11 +139,39 @@ def audit(
     if preset is not None:
         if spec is not None:
             raise AuditSpecError("give either a spec file or --preset, not both")
+        members = presets.suite(preset, quick=quick)
+        if members is not None:
+            refused = [flag for flag, v in (("--model", model), ("--junit", junit),
+                                            ("--fail-under", fail_under)) if v]
+            if refused:
+                raise AuditSpecError(
+                    f"{', '.join(refused)} cannot apply to the suite preset {preset!r}, whose "
+                    f"audits ({', '.join(members)}) differ in data; run a member with "
+                    f"--preset {members[0]} {refused[0]} ...")
+            return _run_suite(preset, members, out, quick=quick, seed=seed, fresh=fresh,
+                              progress=progress, executor=executor, address=address,
+                              history=history, trust_pickle=trust_pickle,
+                              allow_dangerous=allow_dangerous)
         spec = presets.preset_path(preset, quick=quick)  # a spec file: the generic runner below
     elif quick:
         raise AuditSpecError("--quick applies to presets only; pass --preset NAME --quick")
+    return _run_spec(spec, out, thresholds=thresholds, junit=junit, seed=seed, fresh=fresh,
+                     model=model, trust_pickle=trust_pickle, allow_dangerous=allow_dangerous,
+                     progress=progress, executor=executor, address=address, history=history,
+                     preset=preset)
+
+
+def _run_spec(spec: Path | None, out: Path, *, thresholds: dict, junit: Path | None,
+              seed: int | None, fresh: bool, model: Path | None, trust_pickle: bool,
+              allow_dangerous: bool, progress: bool | None, executor: str | None,
+              address: str | None, history: Path | None, preset: str | None) -> int:
+    """Run one audit (the default one, a spec file or a preset's), write its report, print its
+    summary; 1 when a threshold is missed, else 0."""
+    from advkit.audit.gate import evaluate_thresholds
     from advkit.audit.runner import run_audit
     from advkit.audit.spec import default_spec, load_spec
+    from advkit.report import render_markdown, write_report
+    from advkit.report.junit import write_junit
 
     if spec is None:
         s = default_spec()
@@ -197,3 +221,22 @@ def audit(
                  err=True)
         return 1
     return 0
+
+
+def _run_suite(name: str, members: list[str], out: Path, *, quick: bool, **options) -> int:
+    """Run each member preset of a suite into ``OUT/MEMBER/``, then write ``OUT/index.html``
+    linking the reports; the worst exit status of the members."""
+    from advkit.audit import presets
+    from advkit.report.suite import write_index
+
+    prepare_out_dir(out)
+    status, done = 0, []
+    for i, member in enumerate(members, 1):
+        echo(f"== suite {name}: audit {i}/{len(members)}: {member} ==")
+        sub = out / member
+        status = max(status, _run_spec(presets.preset_path(member, quick=quick), sub,
+                                       thresholds={}, junit=None, model=None, preset=member,
+                                       **options))
+        done.append((member, sub / "report.json"))
+    echo(f"\nsuite index: {write_index(name, done, out)}")
+    return status

@@ -186,6 +186,10 @@ def build_app(opts: WebOptions | None = None):
         name, quick = body.get("preset"), bool(body.get("quick", True))
         if not isinstance(name, str) or name not in presets.names():
             raise WebRequestError(f"unknown preset; presets: {', '.join(presets.names())}", 422)
+        members = presets.suite(name, quick=quick)
+        if members is not None:
+            raise WebRequestError(f"the preset {name} is a suite of {len(members)} audits "
+                                  f"({', '.join(members)}); start them one at a time", 422)
         spec, sha = load_spec(presets.preset_path(name, quick=quick))
         run = runs.start(spec, sha, name=f"preset {name}" + (" (quick)" if quick else ""),
                          preset=name)
