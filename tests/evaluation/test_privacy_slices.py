@@ -71,7 +71,7 @@ def test_a_slice_with_too_few_members_or_nonmembers_has_no_figure():
     assert out["classes"][0]["too_few"] is False  # exactly 10 of each is enough
     assert out["misclassified"] == {"n_members": 0, "n_nonmembers": 0, "too_few": True}
     row = rep._row("class 1", out["classes"][1], 0.1)
-    assert row == ["class 1", 9, 10] + [rep.TOO_FEW] * 5
+    assert row == ["class 1", 9, 10, rep.TOO_FEW, None, None, None, None]
     # 10 non-members cannot resolve 1 % FPR: the table says so instead of a TPR of 0
     small = membership_slices(s, member, y, np.ones_like(member))
     assert "not resolvable" in rep._row("class 0", small["classes"][0], 0.01)[5]

@@ -45,7 +45,7 @@ def _own_tpr(s: dict, fpr: float):
 
 def _row(name: str, s: dict, fpr: float) -> list:
     if s["too_few"]:
-        return [name, s["n_members"], s["n_nonmembers"]] + [TOO_FEW] * 5
+        return [name, s["n_members"], s["n_nonmembers"], TOO_FEW] + [None] * 4
     at = s["at_threshold"]
     return [name, s["n_members"], s["n_nonmembers"], s["auc"], s["advantage"],
             _own_tpr(s, fpr), _share(at["tpr"]), _share(at["fpr"])]
