@@ -120,3 +120,101 @@ def test_a_dp_audited_model_reports_its_epsilon_beside_the_bounds(tmp_path):
     text = next(s for s in doc["sections"] if s["title"] == "Privacy: membership inference")
     body = json.dumps(text)
     assert f"the accountant's epsilon is {dp['epsilon']:.2f}" in body and "(within it)" in body
+
+
+LIRA = {"name": "lira", "params": {"n_reference": 2, "variant": "offline"}}
+
+
+def _plan(spec: dict) -> dict:
+    from advkit.audit.runner import active_families
+
+    parsed = parse_spec(spec)
+    return {sc.id: sc for f in active_families(parsed) for sc in f.plan(parsed)}
+
+
+def test_lira_references_follow_the_defense_kind():
+    """A training defense trains its own references with the defended recipe; output hardening
+    keeps the privacy family's references (only the answers change)."""
+    spec = {**BASE, "extraction": None,
+            "privacy": {"members": 150, "membership": [{"name": "loss"}, LIRA]},
+            "privacy_defenses": {"defenses": [
+                {"name": "dp-sgd", "params": {"noise_multiplier": 16.0}},
+                {"name": "weight-decay", "params": {"weight_decay": 0.01}},
+                {"name": "output-rounding", "params": {"decimals": 1}}]}}
+    plan = _plan(spec)
+    plain = plan["privacy/membership/lira"].params["recipe"]
+    for key, knob in (("dp-sgd", "dp"), ("weight-decay", "weight_decay")):
+        refs = plan[f"privacy_defenses/{key}/references/n=2"]
+        lira = plan[f"privacy_defenses/{key}/membership/lira"]
+        assert refs.kind == "references" and refs.deps == ()
+        assert refs.params["reference_recipe"] == lira.params["reference_recipe"] \
+            == lira.params["recipe"] != plain
+        assert refs.params["reference_recipe"].get(knob) != plain.get(knob)
+        assert lira.deps == (f"privacy_defenses/{key}/model", refs.id)
+    assert plan["privacy_defenses/dp-sgd/references/n=2"].params["reference_recipe"]["dp"][
+        "noise_multiplier"] == 16.0
+    out = plan["privacy_defenses/output-rounding/membership/lira"]
+    assert out.params["recipe"] is None and out.params["reference_recipe"] == plain
+    assert out.deps == ("privacy_defenses/output-rounding/model", "privacy/references/n=2")
+    assert "privacy_defenses/output-rounding/references/n=2" not in plan
+
+
+def test_lira_reruns_against_output_rounding_and_is_not_applicable_to_labels(tmp_path):
+    import yaml
+
+    spec = {**{k: SPEC[k] for k in ("title", "seed", "dataset", "model")},
+            "privacy": {"members": 150, "membership": [{"name": "loss"}, LIRA]},
+            "privacy_defenses": {"defenses": [
+                {"name": "output-rounding", "params": {"decimals": 1}}, {"name": "labels-only"}]}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    assert run(["audit", str(path), "--out", str(out)]) == 0
+    doc = json.loads((out / "report.json").read_text())
+    sc = {s["id"]: s for s in doc["scenarios"]}
+    plain = sc["privacy/membership/lira"]["metrics"]
+    rounded = sc["privacy_defenses/output-rounding/membership/lira"]["metrics"]
+    assert 0.5 < rounded["auc"] < plain["auc"], (rounded["auc"], plain["auc"])
+    assert rounded["tpr_at_1%_fpr"]["n"] == 150
+    labels = sc["privacy_defenses/labels-only/membership/lira"]
+    assert labels["params"]["not_applicable"] == "not applicable: needs scores"
+    assert labels["metrics"]["auc"] is None
+    assert sc["privacy_defenses/labels-only/membership/loss"]["metrics"]["auc"] is not None
+    section = next(s for s in doc["sections"]
+                   if s["title"] == "Privacy defenses: utility against leakage")
+    assert "lira against labels-only: not applicable: needs scores" in section["text"]
+    assert [r[0] for r in section["tables"][0]["rows"]] == [
+        "none (audited model)", "output-rounding", "labels-only"]
+
+
+def test_lira_against_dp_sgd_uses_references_trained_with_dp_sgd(tmp_path):
+    import sqlite3
+
+    import yaml
+
+    spec = {**{k: SPEC[k] for k in ("title", "seed", "dataset")},
+            "model": {**SPEC["model"], "epochs": 15},  # fewer DP-SGD steps: a faster test
+            "privacy": {"members": 150, "membership": [LIRA]},
+            "privacy_defenses": {"defenses": [
+                {"name": "dp-sgd", "params": {"noise_multiplier": 16.0, "max_grad_norm": 1.0}}]}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    assert run(["audit", str(path), "--out", str(out)]) == 0
+    db = sqlite3.connect(out / ".advkit-progress.sqlite")
+    recs = {sid: json.loads(r) for sid, r in db.execute("SELECT scenario_id, result FROM scenarios")}
+    db.close()
+    refs = recs["privacy_defenses/dp-sgd/references/n=2"]
+    assert refs["n_reference"] == 2 and refs["pool"] == 300
+    assert "trained with DP-SGD" in " ".join(refs["notes"])
+    assert refs["cache"] != recs["privacy/references/n=2"]["cache"]
+    # DP-SGD with noise 16 keeps the references near chance on their own members too
+    assert refs["member_accuracy"] < recs["privacy/references/n=2"]["member_accuracy"]
+    lira = recs["privacy_defenses/dp-sgd/membership/lira"]
+    assert lira["reference_cache"] == refs["cache"]
+    doc = json.loads((out / "report.json").read_text())
+    sc = {s["id"]: s["metrics"] for s in doc["scenarios"]}
+    eps = sc["privacy_defenses/dp-sgd/model"]["accountant_epsilon"]
+    dp = sc["privacy_defenses/dp-sgd/membership/lira"]
+    assert dp["epsilon_lower_bound"] <= eps
+    assert dp["auc"] < sc["privacy/membership/lira"]["auc"]

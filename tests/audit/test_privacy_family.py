@@ -118,10 +118,41 @@ def test_audit_end_to_end_then_resumed(tmp_path):
     assert atlas["privacy.membership.rmia"] == "AML.T0024.000"
     assert atlas["extraction.copycat"] == "AML.T0024.002"
     assert {v["threat"] for v in doc["verdicts"]} == {"privacy", "extraction"}
+    _check_slices(out, titles["Privacy: membership inference"])
     again_out = run(["audit", str(spec), "--out", str(out)])
     again = json.loads((out / "report.json").read_text())
     assert again_out == 0 and again["manifest"]["scenarios_run"] == 0
     assert [s["metrics"] for s in again["scenarios"]] == [s["metrics"] for s in doc["scenarios"]]
+
+
+def _check_slices(out, section):
+    """Each membership record holds its judged score's leakage per class and on the
+    misclassified slice; the report shows it as one collapsed table per attack."""
+    import sqlite3
+
+    db = sqlite3.connect(out / ".advkit-progress.sqlite")
+    recs = {sid: json.loads(res) for sid, res in
+            db.execute("SELECT scenario_id, result FROM scenarios")}
+    db.close()
+    tables = [t for t in section["tables"] if "leakage per class" in t["title"]]
+    assert len(tables) == 4 and all(t["collapsed"] for t in tables)
+    for a, t in zip(("loss", "entropy", "lira", "rmia"), tables, strict=True):
+        sl = recs[f"privacy/membership/{a}"]["slices"]
+        classes = sl["classes"]
+        assert sum(c["n_members"] for c in classes) == sum(c["n_nonmembers"] for c in classes) \
+            == 100
+        # the model is 100 % accurate on its members: no misclassified member, so no figure
+        assert sl["misclassified"]["n_members"] == 0 and sl["misclassified"]["too_few"]
+        assert sl["correct"]["n_members"] == 100
+        assert [r[0] for r in t["rows"]] == [f"class {c['class']}" for c in classes] + [
+            "misclassified", "correctly classified"]
+        for c, row in zip(classes, t["rows"], strict=False):
+            assert row[1:3] == [c["n_members"], c["n_nonmembers"]]
+            assert (row[3] == "too few points") == c["too_few"]
+            if not c["too_few"]:
+                assert row[3] == pytest.approx(c["auc"])
+    html = (out / "report.html").read_text()
+    assert html.count('<details class="detail-table">') >= 4
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from advkit.attacks.privacy.entropy import ModifiedEntropy
 from advkit.attacks.privacy.lira import VARIANTS, LiRA
 from advkit.attacks.privacy.loss_threshold import LossThreshold
 from advkit.attacks.privacy.rmia import RMIA
-from advkit.attacks.privacy.shadow import ShadowTrainer, balanced_masks
+from advkit.attacks.privacy.shadow import ShadowTrainer, balanced_masks, train_separately
 from advkit.data.datasets import load
 from advkit.errors import InvalidParameterError
 from advkit.evaluation.privacy import membership_metrics, roc_auc
@@ -161,3 +161,30 @@ def test_shadow_trainer_bad_inputs(pool):
                  generator=g)
     with pytest.raises(InvalidParameterError, match="generator"):
         tr.train(_mlp, x[:10], y[:10], generator=None)
+
+
+def test_train_separately_fits_each_model_on_its_own_members(pool):
+    """The one-by-one path any trainer can use (DP-SGD references): each ``fit`` gets exactly
+    its model's members of the pool, and the stacked models answer as the fitted ones."""
+    x, y = pool[0][:40], pool[1][:40]
+    seen = []
+
+    def fit(net, xm, ym, g):
+        seen.append((net, xm.clone(), ym.clone()))
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn(p.shape, generator=g))
+
+    s = train_separately(_mlp, fit, x, y, n_models=4, generator=torch.Generator().manual_seed(0))
+    assert s.masks.shape == (4, 40) and torch.all(s.masks.sum(0) == 2)
+    assert len(seen) == 4
+    logits = s.logits(x)
+    for m, (net, xm, ym) in enumerate(seen):
+        assert torch.equal(xm, x[s.masks[m]]) and torch.equal(ym, y[s.masks[m]])
+        with torch.no_grad():
+            assert torch.allclose(logits[m], net(x), atol=1e-6)
+    assert not torch.allclose(logits[0], logits[1])
+    with pytest.raises(InvalidParameterError, match="generator"):
+        train_separately(_mlp, fit, x, y, n_models=4, generator=None)
+    with pytest.raises(InvalidParameterError, match="n_models"):
+        train_separately(_mlp, fit, x, y, n_models=1, generator=torch.Generator())

@@ -35,6 +35,14 @@ def results(records: list[dict]) -> list[ScenarioResult]:
                 m["accountant_epsilon"] = r["dp"]["epsilon"]
             out.append(ScenarioResult(kind="privacy_defense_model", params=params, metrics=m,
                                       **common))
+        elif r["kind"] == "references":
+            out.append(ScenarioResult(kind="privacy_defense_references", params={
+                **params, "n_reference": r["n_reference"]}, metrics={
+                "pool": r["pool"], "member_accuracy": r["member_accuracy"]}, **common))
+        elif r["kind"] == "membership" and r.get("not_applicable"):
+            out.append(ScenarioResult(kind="privacy_defense_membership", params={
+                **params, "not_applicable": r["not_applicable"]}, metrics={
+                "auc": None, "tpr_at_1%_fpr": None, "epsilon_lower_bound": None}, **common))
         elif r["kind"] == "membership":
             m = r["variants"][r["headline"]]
             out.append(ScenarioResult(kind="privacy_defense_membership", params=params, metrics={
@@ -82,7 +90,7 @@ def _rows(records: list[dict]) -> dict[str, dict]:
         model = next(r for r in rs if r["kind"] == "model")
         attacks = []
         for r in rs:
-            if r["kind"] == "membership":
+            if r["kind"] == "membership" and not r.get("not_applicable"):
                 m = r["variants"][r["headline"]]
                 attacks.append((r["label"], m["auc"], _tpr(m, JUDGED_FPR),
                                 m["epsilon_lower_bound"]["epsilon"]))
@@ -158,12 +166,17 @@ def add_to(report: Report, records: list[dict], ctx=None) -> None:
         _scatter(every, "fidelity", "Copycat fidelity (largest budget)",
                  "Utility against extraction fidelity")) if p is not None]
     notes = sorted({n for r in records for n in r.get("notes", [])})
-    text = ("The privacy section's loss and entropy attacks and the extraction section's Copycat "
+    text = ("The privacy section's membership attacks and the extraction section's Copycat "
             "budgets re-run against each defended model, on the same members, non-members and "
             "query draws as the undefended run. Accountant epsilon: the DP-SGD guarantee "
             "(Opacus, at the delta given); empirical epsilon: the largest Jagielski et al. "
             "(2020) lower bound of the re-run attacks, which a sound guarantee must bound. "
-            "LiRA and RMIA are not re-run (their reference models would need the defense too).")
+            "LiRA and RMIA against a training defense use reference models trained with the "
+            "defended recipe (DP-SGD, weight decay or fewer epochs, as the defended model); "
+            "against output hardening they keep the undefended references and only the "
+            "answers change (the references' answers hardened the same way, as an attacker who "
+            "knows the API would); against a labels-only target they are "
+            "not applicable (they need scores).")
     if notes:
         text += " Notes: " + "; ".join(notes) + "."
     report.sections.append(Section(

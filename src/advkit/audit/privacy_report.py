@@ -1,16 +1,18 @@
 """The privacy family's part of the report, built from its stored records only.
 
 One scenario result per membership attack (its judged variant), a table with every score
-variant, a log-log ROC plot of the judged variants, findings tagged AML.T0024.000 and the privacy
-verdict. Rule (module constants): an attack leaks membership when, at the judged FPR ``JUDGED_FPR``
-(1 %), the lower end of its TPR's 95 % Clopper-Pearson interval is above that FPR: the attack
-finds members more often than a coin with the same false-positive rate, with 95 % confidence. It
-is judged only where the non-members resolve that FPR (at least 1/FPR of them); at 0.1 % FPR the
-same test makes the finding critical.
+variant, a log-log ROC plot of the judged variants, the judged score's leakage per class and on
+the misclassified points (``advkit.audit.privacy_slices_report``), findings tagged AML.T0024.000
+and the privacy verdict. Rule (module constants): an attack leaks membership when, at the judged
+FPR ``JUDGED_FPR`` (1 %), the lower end of its TPR's 95 % Clopper-Pearson interval is above that
+FPR: the attack finds members more often than a coin with the same false-positive rate, with 95 %
+confidence. It is judged only where the non-members resolve that FPR (at least 1/FPR of them); at
+0.1 % FPR the same test makes the finding critical.
 """
 
 from __future__ import annotations
 
+from advkit.audit import privacy_slices_report
 from advkit.audit.report import (
     Finding,
     Plot,
@@ -162,9 +164,9 @@ def add_to(report: Report, records: list[dict]) -> None:
         title="Privacy: membership inference", text=text, plots=[_roc_plot(rs)],
         tables=[Table(columns=["attack", "score variant", "ROC AUC", "TPR at 0.1 % FPR",
                                "TPR at 1 % FPR", "advantage", "empirical epsilon (LB)"],
-                      rows=rows)]))
+                      rows=rows)] + privacy_slices_report.tables(rs)))
     findings = [_finding(r) for r in rs]
-    report.findings += findings
+    report.findings += findings + privacy_slices_report.findings(rs, KNOWLEDGE)
     figures = []
     for r, f in zip(rs, findings, strict=True):
         m = r["variants"][r["headline"]]

@@ -7,7 +7,9 @@
   pool (the whole training split and the non-members), from the cache when present. The record
   holds the cache folder, the training time and the references' mean accuracy on their members.
 - **membership**: the attack's scores of members and non-members against the audited target
-  (its probabilities only: a score-only remote target works), every score variant measured.
+  (its probabilities only: a score-only remote target works), every score variant measured;
+  the judged score also per true class and on the points the target misclassifies and
+  classifies correctly (``slices``; the predictions are the argmax of the same answers).
 """
 
 from __future__ import annotations
@@ -68,42 +70,66 @@ def check_data(plan: list[Scenario], ctx: AuditContext) -> None:
 def _target_probs(ctx: AuditContext, x: torch.Tensor, y: torch.Tensor,
                   target=None) -> torch.Tensor:
     """The probabilities ``target`` (default: the audited one) answers for dataset inputs ``x``;
-    a labels-only target's labels as one-hot rows (what its answers reveal)."""
+    a labels-only target's labels as one-hot rows (what its answers reveal); rounded or top-k
+    answers read as distributions (``advkit.audit.privacy_answers``)."""
     from advkit.attacks.privacy.common import query
+    from advkit.audit.privacy_answers import as_distribution, hardening
 
     xt = ctx.target_inputs(x)
     t = ctx.subject.target if target is None else target
     if not t.capabilities.probabilities:
         k = ctx.subject.dataset.info.n_classes
         return query(lambda v: torch.nn.functional.one_hot(t.labels(v), k).double(), xt, y)[0]
+    if hardening(t) is not None:
+        return query(lambda v: as_distribution(t.probabilities(v)), xt, y)[0]
     p, _ = query(t, xt, y)
     return p
 
 
 def _recipe(sc: Scenario):
+    """The references' recipe: ``reference_recipe`` when the stage names one (a defended recipe,
+    ``advkit.audit.families.privacy_defenses``), else the audited model's ``recipe``."""
     from advkit.models.cache import Recipe
 
-    return Recipe(**sc.params["recipe"])
+    return Recipe(**(sc.params.get("reference_recipe") or sc.params["recipe"]))
+
+
+def _train(r, make, d: dict, n_models: int, generator: torch.Generator):
+    """Train the references of recipe ``r``: all together in one vmap pass (Adam), or one by
+    one with DP-SGD when the recipe trains with it."""
+    from advkit.attacks.privacy.shadow import ShadowTrainer, train_separately
+
+    if r.dp is None:
+        trainer = ShadowTrainer(n_models=n_models, epochs=r.epochs, batch_size=r.batch_size,
+                                lr=r.lr, weight_decay=r.weight_decay)
+        return trainer.train(make, d["x_pool"], d["y_pool"], generator=generator)
+    dp = r.dp_sgd()
+
+    def fit(net, x, y, g):
+        dp.train(net, x, y, epochs=r.epochs, batch_size=r.batch_size, lr=r.lr,
+                 weight_decay=r.weight_decay, optimizer=r.optimizer, generator=g)
+
+    return train_separately(make, fit, d["x_pool"], d["y_pool"], n_models=n_models,
+                            generator=generator)
 
 
 def references(sc: Scenario, ctx: AuditContext, n_models: int):
-    """(ShadowModels, facts) of ``n_models`` references of the recipe: cached, else trained."""
+    """(ShadowModels, facts) of ``n_models`` references of the recipe: cached, else trained.
+    ``sc.params["references"]`` names the references stage (default ``privacy/references/n=M``):
+    its generator draws them, and stages naming the same one share them."""
     import advkit
-    from advkit.attacks.privacy.shadow import ShadowTrainer
     from advkit.audit.families.privacy import load_references, store_references
     from advkit.models.cache import _data_hash, cache_folder
     from advkit.models.zoo import build, kwargs_for_data
 
-    key = (STATE, "refs", n_models)
+    sid = sc.params.get("references") or f"privacy/references/n={n_models}"
+    key = (STATE, "refs", sid)
     if key in ctx.state:
         return ctx.state[key]
     d = split(ctx, sc.params["members"])
     info = ctx.subject.dataset.info
     r = _recipe(sc)
     kwargs = kwargs_for_data(r.zoo, r.kwargs, info)
-    trainer = ShadowTrainer(n_models=n_models, epochs=r.epochs, batch_size=r.batch_size, lr=r.lr,
-                            weight_decay=r.weight_decay)
-    sid = f"privacy/references/n={n_models}"
     config = {"recipe": {**r.as_dict(), "kwargs": kwargs}, "n_models": n_models,
               "seed": ctx.seed, "stage": sid, "advkit": advkit.__version__,
               "pool_sha256": _data_hash(d["x_pool"], d["y_pool"])}
@@ -114,11 +140,13 @@ def references(sc: Scenario, ctx: AuditContext, n_models: int):
             return build(r.zoo, input_shape=tuple(info.shape), n_classes=info.n_classes,
                          generator=g, **kwargs)
 
-        refs = trainer.train(make, d["x_pool"], d["y_pool"], generator=ctx.generator(sid))
+        refs = _train(r, make, d, n_models, ctx.generator(sid))
         store_references(refs, folder, info, {"references": config})
         trained_now = True
     notes = []
-    if r.optimizer != "adam" or r.lr_schedule != "constant":
+    if r.dp is not None:
+        notes.append("reference models of a DP-SGD recipe are trained with DP-SGD, one by one")
+    elif r.optimizer != "adam" or r.lr_schedule != "constant":
         notes.append(f"reference models are trained with Adam at a constant rate {r.lr:g} (the "
                      f"recipe says {r.optimizer}, {r.lr_schedule})")
     facts = {"cache": str(folder), "trained_now": trained_now,
@@ -155,6 +183,17 @@ def _metrics(scores: torch.Tensor, n_in: int) -> dict:
     return m
 
 
+def _slices(ctx: AuditContext, scores: torch.Tensor, y: torch.Tensor, correct: torch.Tensor,
+            n_in: int) -> dict:
+    """The judged score's leakage per true class and on the misclassified / correctly classified
+    points (``advkit.evaluation.privacy_slices``), from the answers already in hand."""
+    from advkit.evaluation.privacy_slices import membership_slices
+
+    is_in = torch.arange(y.shape[0]) < n_in
+    return membership_slices(scores, is_in, y.cpu(), correct.cpu(),
+                             class_names=ctx.subject.dataset.info.class_names, fpr=FPRS[1])
+
+
 def run_stage(sc: Scenario, ctx: AuditContext) -> dict:
     d = split(ctx, sc.params["members"])
     if sc.kind == "references":
@@ -166,8 +205,9 @@ def run_stage(sc: Scenario, ctx: AuditContext) -> dict:
 
 def _membership(sc: Scenario, ctx: AuditContext, d: dict, target=None) -> dict:
     """One membership attack's record against ``target`` (default: the audited model)."""
-    from advkit.attacks.privacy.common import logit_confidence, logit_confidence_from_logits
+    from advkit.attacks.privacy.common import logit_confidence
     from advkit.audit.families.privacy import _algorithms
+    from advkit.audit.privacy_answers import reference_confidence, reference_probabilities
 
     algo_cls, _ = _algorithms()[sc.attack]
     algo = algo_cls(**sc.params["algorithm"])
@@ -175,7 +215,8 @@ def _membership(sc: Scenario, ctx: AuditContext, d: dict, target=None) -> dict:
     x = torch.cat([d["x_in"], d["x_out"]])
     y = torch.cat([d["y_in"], d["y_out"]])
     n_in = int(d["y_in"].shape[0])
-    p = _target_probs(ctx, x, y, target)
+    t = ctx.subject.target if target is None else target
+    p = _target_probs(ctx, x, y, t)
     rec = {"label": sc.params["label"], "params": {**sc.params["algorithm"], **settings},
            "n_members": n_in, "n_nonmembers": int(d["y_out"].shape[0]), "notes": []}
     correct = p.argmax(1) == y
@@ -193,14 +234,14 @@ def _membership(sc: Scenario, ctx: AuditContext, d: dict, target=None) -> dict:
         rec["notes"] += facts["notes"]
         if sc.attack == "lira":
             res = algo.scores_from_confidences(
-                logit_confidence(p, y), logit_confidence_from_logits(refs.logits(x), y), mask)
+                logit_confidence(p, y), reference_confidence(refs, x, y, t), mask)
             variants, rec["notes"] = dict(res.scores), rec["notes"] + res.notes
         else:
             n_pop = settings.get("n_population") or int(d["y_pop"].shape[0])
             z, yz = d["x_pop"][:n_pop], d["y_pop"][:n_pop]
             pz = _target_probs(ctx, z, yz, target)
-            rx = torch.softmax(refs.logits(x).double(), -1)
-            rz = torch.softmax(refs.logits(z).double(), -1)
+            rx = reference_probabilities(refs, x, t)
+            rz = reference_probabilities(refs, z, t)
 
             def true(q, lab):
                 return q.gather(-1, lab.expand(*q.shape[:-1])[..., None]).squeeze(-1)
@@ -215,6 +256,7 @@ def _membership(sc: Scenario, ctx: AuditContext, d: dict, target=None) -> dict:
             headline = fallback
     rec["headline"] = headline
     rec["variants"] = {k: _metrics(v, n_in) for k, v in variants.items()}
+    rec["slices"] = _slices(ctx, variants[headline], y, correct, n_in)
     for k, v in rec["variants"].items():
         if not math.isfinite(v["auc"]):
             rec["notes"].append(f"{k}: AUC undefined")

@@ -101,6 +101,7 @@ class Table:
     columns: list[str]
     rows: list[list[Any]]  # raw values: float, int, str, Proportion, None
     title: str = ""
+    collapsed: bool = False  # HTML: folded under its title (a detail table)
 
 
 @dataclass

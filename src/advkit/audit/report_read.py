@@ -45,7 +45,8 @@ def report_from_dict(doc: dict[str, Any]):
     def section(d):
         return Section(
             title=d["title"], text=d.get("text", ""),
-            tables=[Table(columns=t["columns"], rows=values(t["rows"]), title=t.get("title", ""))
+            tables=[Table(columns=t["columns"], rows=values(t["rows"]), title=t.get("title", ""),
+                          collapsed=bool(t.get("collapsed", False)))
                     for t in d.get("tables", [])],
             plots=[Plot(**{**p, "series": [Series(**s) for s in p["series"]],
                            "ylim": tuple(p["ylim"]) if p.get("ylim") is not None else None})

@@ -118,7 +118,8 @@ def _table(t: Table) -> dict[str, Any]:
             for row in t.rows]
     numeric = [all(_numeric(row[j]) for row in t.rows if j < len(row)) and any(t.rows)
                for j in range(len(t.columns))]
-    return {"title": t.title, "columns": list(t.columns), "rows": rows, "numeric": numeric}
+    return {"title": t.title, "columns": list(t.columns), "rows": rows, "numeric": numeric,
+            "collapsed": t.collapsed}
 
 
 def _numeric(v: Any) -> bool:

@@ -20,7 +20,8 @@ them in one ``vmap`` of ``functional_call`` over the stacked parameters: one for
 backward for all models on the whole batch, each model's loss weighted by its membership mask. The
 one-by-one path trains each model alone with ``torch.optim.Adam`` on its members only. The
 architecture must be a pure function of its parameters (no batch norm statistics, no dropout):
-the zoo's ``mlp`` and CNNs are.
+the zoo's ``mlp`` and CNNs are. ``train_separately`` takes any per-model training function
+instead (DP-SGD's per-example clipping and Poisson batches do not fit the shared batches).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from advkit.errors import InvalidParameterError
+from advkit.errors import InvalidParameterError, check_range
 from advkit.params import check_params, param
 
 _STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.GroupNorm)
@@ -96,29 +97,7 @@ class ShadowTrainer:
 
     def train(self, make_model: Callable[[torch.Generator], nn.Module], x: torch.Tensor,
               y: torch.Tensor, *, generator: torch.Generator) -> ShadowModels:
-        if not isinstance(generator, torch.Generator):
-            raise InvalidParameterError("generator", type(generator).__name__,
-                                        "a torch.Generator (randomness is explicit)")
-        x, y = torch.as_tensor(x), torch.as_tensor(y).long()
-        if y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] < 2:
-            raise InvalidParameterError(
-                "x, y", f"shapes {tuple(x.shape)}, {tuple(y.shape)}",
-                "a pool of at least 2 examples and one label per example")
-        if not torch.all(torch.isfinite(x)):
-            raise InvalidParameterError("x", "NaN or infinite inputs", "finite inputs")
-        models = [make_model(generator) for _ in range(self.n_models)]
-        stateful = sorted({type(m).__name__ for m in models[0].modules()
-                           if isinstance(m, _STATEFUL)})
-        if stateful:
-            raise InvalidParameterError(
-                "make_model", f"a model with {', '.join(stateful)}",
-                "a model without batch norm or dropout (its output a function of its parameters)")
-        with torch.no_grad():
-            k = models[0](x[:1]).shape[-1]
-        if int(y.min()) < 0 or int(y.max()) >= k:
-            raise InvalidParameterError(
-                "y", f"labels in [{int(y.min())}, {int(y.max())}]",
-                f"class indices in [0, {k - 1}] (the model has {k} outputs)")
+        x, y, models = _checked(make_model, x, y, self.n_models, generator)
         n = x.shape[0]
         masks = balanced_masks(self.n_models, n, generator).to(x.device)
         perms = [torch.randperm(n, generator=generator).to(x.device)
@@ -203,3 +182,52 @@ class ShadowTrainer:
             c2 = bc2_sqrt.to(p.dtype).view(shape)
             upd = (self.lr / c1) * m1 / (v2.sqrt() / c2 + eps)
             p.sub_(torch.where(act, upd, torch.zeros_like(upd)))
+
+
+def _checked(make_model, x, y, n_models: int, generator):
+    """(x, y, the ``n_models`` models built in order from ``generator``), the pool checked."""
+    if not isinstance(generator, torch.Generator):
+        raise InvalidParameterError("generator", type(generator).__name__,
+                                    "a torch.Generator (randomness is explicit)")
+    x, y = torch.as_tensor(x), torch.as_tensor(y).long()
+    if y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] < 2:
+        raise InvalidParameterError(
+            "x, y", f"shapes {tuple(x.shape)}, {tuple(y.shape)}",
+            "a pool of at least 2 examples and one label per example")
+    if not torch.all(torch.isfinite(x)):
+        raise InvalidParameterError("x", "NaN or infinite inputs", "finite inputs")
+    models = [make_model(generator) for _ in range(n_models)]
+    stateful = sorted({type(m).__name__ for m in models[0].modules()
+                       if isinstance(m, _STATEFUL)})
+    if stateful:
+        raise InvalidParameterError(
+            "make_model", f"a model with {', '.join(stateful)}",
+            "a model without batch norm or dropout (its output a function of its parameters)")
+    with torch.no_grad():
+        k = models[0](x[:1]).shape[-1]
+    if int(y.min()) < 0 or int(y.max()) >= k:
+        raise InvalidParameterError(
+            "y", f"labels in [{int(y.min())}, {int(y.max())}]",
+            f"class indices in [0, {k - 1}] (the model has {k} outputs)")
+    return x, y, models
+
+
+def train_separately(make_model: Callable[[torch.Generator], nn.Module],
+                     fit: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], None],
+                     x: torch.Tensor, y: torch.Tensor, *, n_models: int,
+                     generator: torch.Generator) -> ShadowModels:
+    """``n_models`` shadow models trained one by one by any algorithm: ``fit(model, x_m, y_m,
+    generator)`` trains ``model`` in place on its members of the pool. For training that cannot
+    share the vmap pass, such as DP-SGD (per-example clipping, Poisson batches). Steps 1 and 2 of
+    the module docstring are the same (models built, then the balanced mask drawn, from
+    ``generator``); each ``fit`` then draws from ``generator`` in model order."""
+    check_range("n_models", n_models, lo=2, kind=int)
+    x, y, models = _checked(make_model, x, y, n_models, generator)
+    masks = balanced_masks(n_models, x.shape[0], generator).to(x.device)
+    for m, net in enumerate(models):
+        fit(net, x[masks[m]], y[masks[m]], generator)
+        net.eval()
+    params, buffers = stack_module_state(models)
+    return ShadowModels(copy.deepcopy(models[0]).to("meta"),
+                        {k: v.detach() for k, v in params.items()},
+                        {k: v.detach() for k, v in buffers.items()}, masks)

@@ -1,10 +1,10 @@
 """The privacy_defenses family: the privacy and extraction scenarios re-run against each defense.
 
 Each entry of the section names a defense against membership inference or model stealing; the
-family builds the defended model and re-runs the spec's ``privacy`` membership attacks (``loss``
-and ``entropy``: LiRA and RMIA would need reference models trained with the defense too) and
-its ``extraction`` Copycat budgets against it, on the same members, non-members and query draws
-as the undefended run, so the two differ by the defense alone. Defenses:
+family builds the defended model and re-runs the spec's ``privacy`` membership attacks (``loss``,
+``entropy``, ``lira``, ``rmia``) and its ``extraction`` Copycat budgets against it, on the same
+members, non-members and query draws as the undefended run, so the two differ by the defense
+alone. Defenses:
 
 - ``dp-sgd``: the model's recipe trained with DP-SGD (Abadi et al. 2016, ACM CCS) through
   Opacus (``advkit[privacy]``), params those of ``advkit.defenses.training.dp.DPSGD``; the
@@ -16,6 +16,21 @@ as the undefended run, so the two differ by the defense alone. Defenses:
 - output hardening (``output-rounding``, ``output-topk``, ``labels-only``,
   ``advkit.defenses.output``): the audited model behind hardened answers (Tramèr et al. 2016,
   USENIX Security; Choquette-Choo et al. 2021, ICML, for what labels alone still leak).
+
+LiRA and RMIA compare the target's answers with reference models trained like it (Carlini et
+al. 2022: the attacker knows the training recipe), so their references follow the defense:
+
+- a training defense (``dp-sgd``, ``weight-decay``, ``early-stopping``) changes how the model is
+  trained, so the references are trained with the **defended recipe** too, in their own stage
+  ``privacy_defenses/KEY/references/n=M`` (DP-SGD references one by one through Opacus, the
+  others in the shared vmap pass of ``advkit.attacks.privacy.shadow`` with the defended weight
+  decay or epochs), on the same pool as the privacy family's references;
+- an output defense leaves the model as it is: the references stay the privacy family's
+  (``privacy/references/n=M``), only the target's answers change (rounded, top-k); the attacker
+  knows the API's hardening and reads the references' answers through it too
+  (``advkit.audit.privacy_answers``), so that both are on one scale;
+- against ``labels-only`` (no probabilities) LiRA and RMIA cannot score: the stage records
+  "not applicable: needs scores" and no figure.
 
 The report puts utility against leakage: test accuracy against the TPR at 1 % FPR of the
 strongest re-run membership attack, and against Copycat's fidelity. Example::
@@ -30,7 +45,8 @@ strongest re-run membership attack, and against Copycat's fidelity. Example::
         - {name: output-rounding, params: {decimals: 1}}
 
 Stages (stable ids): ``privacy_defenses/KEY/model`` (the defended model: its accuracy on the
-evaluated points, the DP facts), ``privacy_defenses/KEY/membership/LABEL`` and
+evaluated points, the DP facts), ``privacy_defenses/KEY/references/n=M`` (training defenses with
+LiRA or RMIA), ``privacy_defenses/KEY/membership/LABEL`` and
 ``privacy_defenses/KEY/extraction/LABEL/queries=Q`` (``KEY``: the entry's ``label`` or name).
 """
 
@@ -49,7 +65,9 @@ from advkit.threat_tags import MITIGATES_MEMBERSHIP
 TRAINING = ("dp-sgd", "weight-decay", "early-stopping")
 OUTPUT = ("output-rounding", "output-topk", "labels-only")
 DEFENSES = TRAINING + OUTPUT
-RERUN = ("loss", "entropy")  # membership attacks re-run against a defended model
+RERUN = ("loss", "entropy", "lira", "rmia")  # membership attacks re-run against a defense
+REFERENCE_ATTACKS = ("lira", "rmia")  # these need reference models (and the target's scores)
+NEEDS_SCORES = "not applicable: needs scores"
 
 
 class PrivacyDefenseEntry(Entry):
@@ -136,9 +154,9 @@ class PrivacyDefensesFamily(Family):
                   if sc.attack == "copycat"]
         if not members and not steals:
             raise AuditSpecError(
-                "privacy_defenses: re-runs the privacy section's loss/entropy attacks and the "
-                "extraction section's copycat budgets against each defense, and the spec has "
-                "none; add e.g. privacy: {membership: [{name: loss}]}")
+                "privacy_defenses: re-runs the privacy section's membership attacks (loss, "
+                "entropy, lira, rmia) and the extraction section's copycat budgets against each "
+                "defense, and the spec has none; add e.g. privacy: {membership: [{name: loss}]}")
         out = []
         for d in sec.defenses:
             recipe = None
@@ -155,11 +173,14 @@ class PrivacyDefensesFamily(Family):
                       "recipe": recipe}
             out.append(Scenario(f"{base}/model", d.name, "none", None, common, kind="model",
                                 family=self.name))
+            refs: dict[int, str] = {}
             for sc in members:
+                p = {**common, **sc.params, "recipe": recipe, "undefended": sc.id}
+                deps = (f"{base}/model",)
+                if sc.attack in REFERENCE_ATTACKS:
+                    p, deps = self._with_references(sc, p, deps, base, recipe, refs, out)
                 out.append(Scenario(f"{base}/membership/{sc.params['label']}", sc.attack, "none",
-                                    None, {**common, **sc.params, "undefended": sc.id},
-                                    kind="membership", family=self.name,
-                                    deps=(f"{base}/model",)))
+                                    None, p, kind="membership", family=self.name, deps=deps))
             for sc in steals:
                 tail = sc.id.removeprefix("extraction/")
                 out.append(Scenario(f"{base}/extraction/{tail}", sc.attack, "none", None,
@@ -167,20 +188,49 @@ class PrivacyDefensesFamily(Family):
                                     family=self.name, deps=(f"{base}/model",)))
         return out
 
+    def _with_references(self, sc: Scenario, p: dict, deps: tuple, base: str, recipe,
+                         refs: dict[int, str], out: list[Scenario]) -> tuple[dict, tuple]:
+        """A LiRA/RMIA stage's parameters and deps: a training defense trains its own
+        references with the defended recipe (one stage per reference count, planned into
+        ``out``); an output defense keeps the privacy family's references."""
+        n = sc.params["settings"]["n_reference"]
+        if recipe is None:  # output hardening: the same references, only the answers change
+            rid = f"privacy/references/n={n}"
+            return {**p, "reference_recipe": sc.params["recipe"], "references": rid}, (
+                *deps, rid)
+        rid = f"{base}/references/n={n}"
+        if n not in refs:
+            refs[n] = rid
+            out.append(Scenario(rid, "references", "none", None,
+                                {**{k: p[k] for k in ("defense", "key", "defense_params",
+                                                      "recipe", "members")},
+                                 "n_reference": n, "reference_recipe": recipe,
+                                 "references": rid}, kind="references", family=self.name))
+        return {**p, "reference_recipe": recipe, "references": rid}, (*deps, rid)
+
     def run(self, sc: Scenario, ctx: AuditContext, deps: dict[str, dict]) -> dict:
         from advkit.audit import privacy_stages
         from advkit.audit.families.extraction import steal
 
         t0 = time.perf_counter()
-        target, facts = defended_target(sc, ctx)
         head = {"id": sc.id, "kind": sc.kind, "attack": sc.attack, "defense": sc.params["key"],
                 "defense_name": sc.params["defense"], "undefended": sc.params.get("undefended")}
+        if sc.kind == "references":  # the defended recipe's references: no target needed
+            rec = privacy_stages.run_stage(sc, ctx)
+            return {**rec, **head, "seconds": time.perf_counter() - t0}
+        target, facts = defended_target(sc, ctx)
         if sc.kind == "model":
             from advkit.evaluation.metrics import proportion_of
 
             pred = target.labels(ctx.x)
             acc = proportion_of(int((pred == ctx.y).sum()), int(ctx.y.shape[0]))
             rec = {**facts, "accuracy": acc.as_dict()}
+        elif sc.kind == "membership" and (sc.attack in REFERENCE_ATTACKS
+                                          and not target.capabilities.probabilities):
+            rec = {"label": sc.params["label"], "not_applicable": NEEDS_SCORES,
+                   "notes": [f"{sc.params['label']} against {sc.params['key']}: {NEEDS_SCORES} "
+                             "(the target answers labels only; LiRA and RMIA score the true "
+                             "class's probability)"]}
         elif sc.kind == "membership":
             d = privacy_stages.split(ctx, sc.params["members"])
             rec = privacy_stages._membership(sc, ctx, d, target)
