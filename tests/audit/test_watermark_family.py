@@ -106,6 +106,23 @@ def test_bad_sections_fail_when_the_spec_is_read(section, needle):
         parse_spec({**BASE, "watermark": section})
 
 
+@pytest.mark.parametrize("section, needle", [
+    # (1/10)^5 = 1e-5: even a perfect answer could not be claimed at 1e-6
+    ({"k": 5}, "raise k to at least 7"),
+    ({"removal": [{"name": "extract", "params": {"queries": 500}}]}, "at most 400"),
+])
+def test_requests_the_data_cannot_serve_exit_2_before_any_stage(tmp_path, capsys, section,
+                                                               needle):
+    import yaml
+
+    spec = {**BASE, "model": {**BASE["model"], "epochs": 1}, "watermark": section}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert run(["audit", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
 def test_a_model_file_cannot_be_marked():
     with pytest.raises(AuditSpecError, match="cannot retrain"):
         parse_spec({**BASE, "model": {"path": "model.safetensors"}, "watermark": {}})

@@ -24,7 +24,9 @@ exact tail ``P[Binomial(k, 1/C) >= agreements]``, is below ``threshold``. Stages
 
 The trigger set and every removal draw from generators derived from (seed, stage id), so a stage
 gives the same record whichever executor runs it. The threshold judges at report time (editing it
-leaves the stored stages valid). Example::
+leaves the stored stages valid). Refused before any stage runs, once the data is known: a ``k``
+so small for the classes that even a model answering every trigger label could not be claimed,
+and an ``extract`` budget of natural or adaptive queries above the training split. Example::
 
     model: {zoo: mlp, kwargs: {hidden: [256]}, epochs: 60}
     watermark:
@@ -179,7 +181,20 @@ class WatermarkFamily(Family):
         return out
 
     def prepare(self, plan, ctx: AuditContext) -> list[Scenario]:
+        from advkit.defenses.watermark import false_claim_probability
+
         pool = ctx.subject.dataset.x_train.shape[0]
+        c, wm = ctx.subject.dataset.info.n_classes, self.section(ctx.spec).watermark()
+        best = false_claim_probability(wm.k, wm.k, c)  # every trigger label answered
+        if best >= wm.threshold:
+            need = wm.k + 1
+            while false_claim_probability(need, need, c) >= wm.threshold:
+                need += 1
+            raise AuditSpecError(
+                f"watermark: with k={wm.k} triggers and {c} classes the smallest false-claim "
+                f"probability, (1/{c})^{wm.k} = {best:.2g}, is not below the threshold "
+                f"{wm.threshold:g}, so no model could ever be claimed; raise k to at least "
+                f"{need} or the threshold")
         for sc in plan:
             p = sc.params.get("removal_params", {})
             if (sc.attack == "extract" and p.get("strategy", "random") != "random"
