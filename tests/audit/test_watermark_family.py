@@ -126,3 +126,48 @@ def test_requests_the_data_cannot_serve_exit_2_before_any_stage(tmp_path, capsys
 def test_a_model_file_cannot_be_marked():
     with pytest.raises(AuditSpecError, match="cannot retrain"):
         parse_spec({**BASE, "model": {"path": "model.safetensors"}, "watermark": {}})
+
+
+def _rec(kind, agreements, acc, **extra):
+    from advkit.defenses.watermark import false_claim_probability
+    from advkit.evaluation.metrics import proportion_of
+
+    return {"id": f"watermark/{extra.pop('sid', kind)}", "kind": kind, "attack": extra.pop(
+        "attack", "none"), "label": extra.pop("label", kind), "k": 50, "repeat": 10,
+        "agreements": agreements, "n_classes": 10,
+        "agreement": proportion_of(agreements, 50).as_dict(),
+        "p_value": false_claim_probability(agreements, 50, 10),
+        "accuracy": proportion_of(acc, 100).as_dict(), "seconds": 0.0, **extra}
+
+
+def test_report_rules_judge_each_removal_by_claim_and_accuracy_kept():
+    """The rules of advkit.audit.watermark_report on stored records: a claim that survives
+    passes, a removal that keeps the accuracy warns, one that wrecks the model passes."""
+    from advkit.audit import watermark_report
+    from advkit.audit.report import Report
+    from advkit.evaluation.metrics import proportion_of
+
+    fid = proportion_of(90, 100).as_dict()
+    records = [
+        _rec("marked", 50, 95, audited_accuracy=proportion_of(96, 100).as_dict(),
+             train={"seed": 0}),
+        _rec("independent", 6, 96, train={"seed": 7}),
+        _rec("removal", 45, 94, sid="removal/ft", attack="fine-tune", label="ft",
+             params={"epochs": 3, "lr": 1e-4}, fidelity=fid),
+        _rec("removal", 5, 93, sid="removal/steal", attack="extract", label="steal",
+             params={"strategy": "natural"}, queries=1000, fidelity=fid),
+        _rec("removal", 6, 30, sid="removal/cut", attack="prune", label="cut",
+             params={"rate": 0.9}, fidelity=fid),
+    ]
+    report = Report(manifest={}, model={}, dataset={})
+    watermark_report.add_to(report, records, 1e-6)
+    f = {x.check: x for x in report.findings}
+    assert f["watermark.removal.ft"].passed and f["watermark.removal.ft"].severity == "info"
+    assert not f["watermark.removal.steal"].passed
+    assert f["watermark.removal.steal"].severity == "warning"
+    assert f["watermark.removal.cut"].passed and "65.0 points" in f["watermark.removal.cut"].why
+    assert f["watermark.accuracy_cost"].value == pytest.approx(0.01)
+    lines = report.sections[0].text.split("\n\n")[2].splitlines()
+    assert [line.split(": the watermark ")[1].split(" (")[0] for line in lines] == [
+        "survives", "is removed", "is removed"]
+    assert lines[0].startswith("ft, fine-tune (3 epochs")

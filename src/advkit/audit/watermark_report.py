@@ -93,8 +93,8 @@ def _removal(r: dict, marked: dict, threshold: float) -> tuple[str, Finding]:
     elif drop <= USEFUL_DROP:
         f = _finding(f"removal.{r['label']}", severity="warning", passed=False, **common,
                      why=f"{line}: an attacker keeps a useful model (accuracy within "
-                         f"{USEFUL_DROP:.0%} of the marked model's) and the owner cannot prove "
-                         "it is theirs",
+                         f"{USEFUL_DROP * 100:.0f} points of the marked model's) and the owner "
+                         "cannot prove it is theirs",
                      fix=("against extraction, limit and monitor queries: a trigger-set mark "
                           "does not pass to a copy trained on answers to in-distribution "
                           "inputs" if r["attack"] == "extract" else
