@@ -74,7 +74,7 @@ def test_full_preset_is_a_spec_with_every_family():
     every = sorted(f.name for f in families() if f.name != "supply_chain")
     assert sorted(names) == every
     assert every == ["backdoor", "defenses", "evasion", "extraction", "poisoning", "privacy",
-                     "privacy_defenses", "transfer"]
+                     "privacy_defenses", "transfer", "watermark"]
 
 
 @pytest.mark.parametrize("argv,needle", [

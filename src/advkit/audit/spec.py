@@ -162,6 +162,7 @@ class AuditSpec(_Strict):
     extraction: dict[str, Any] | None = None
     transfer: dict[str, Any] | None = None
     privacy_defenses: dict[str, Any] | None = None
+    watermark: dict[str, Any] | None = None
 
     _families: dict[str, Any] = PrivateAttr(default_factory=dict)
 

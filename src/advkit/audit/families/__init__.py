@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 MODULES = ("supply_chain", "evasion", "backdoor", "poisoning", "defenses", "privacy", "extraction",
-           "transfer", "privacy_defenses")
+           "transfer", "privacy_defenses", "watermark")
 RESERVED = ()
 SECTIONS = tuple(m for m in MODULES if m != "evasion") + RESERVED
 
