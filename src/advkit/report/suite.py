@@ -18,6 +18,7 @@ _PAGE = """<!DOCTYPE html>
 body {{ margin: 0 auto; max-width: 1100px; padding: 28px; color: #1b1f24;
   font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; }}
 table {{ border-collapse: collapse; width: 100%; margin-top: 16px; }}
+td:first-child {{ white-space: nowrap; }}
 th, td {{ border-bottom: 1px solid #d6dbe0; padding: 8px 10px; text-align: left;
   vertical-align: top; }}
 .badge {{ display: inline-block; font-size: 0.72rem; font-weight: 700; padding: 1px 7px;
