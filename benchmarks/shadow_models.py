@@ -13,8 +13,9 @@ reports the median wall time of each path over interleaved repeats, and their ra
 (leave-one-out, Carlini et al. 2022), population points for RMIA are digits test points; members
 and non-members of the T targets are pooled, and AUC, TPR at 0.1 % and 1 % FPR (Clopper-Pearson
 95 %) and the ε lower bound are printed per attack (with Shokri et al. 2017's per-class attack
-models trained on the other models, and the label-only translation attack of Choquette-Choo et al.
-2021; ``--label-queries Q`` adds its boundary-distance attack at Q label queries a point).
+models trained on the other models, and the label-only translation and noise attacks of
+Choquette-Choo et al. 2021; ``--label-queries Q`` adds its boundary-distance attack at Q label
+queries a point).
 """
 
 from __future__ import annotations
@@ -115,9 +116,11 @@ def compare_attacks(s, x, y, z, yz, n_targets: int, label_queries: int = 0) -> d
         sc.update({f"lira-{k}": v for k, v in LiRA().scores(f, x, y, s, exclude=t).scores.items()})
         sc.update({f"rmia-{k}": v for k, v in RMIA().scores(f, x, y, s, z, yz, exclude=t).items()})
         g = torch.Generator().manual_seed(t)
-        sc["shokri-mlp"] = Shokri().fit(probs, y, s.masks, generator=g, exclude=t).scores(f, x, y)
+        sc["shokri-logistic"] = Shokri().fit(probs, y, s.masks, generator=g, exclude=t).scores(f, x, y)
         target = TorchTarget(contract, model=net)  # LabelOnly asks its labels only
         sc["label-only-translate"] = LabelOnly().scores(target, x, y, generator=g).scores
+        sc["label-only-noise"] = LabelOnly(augmentation="noise").scores(target, x, y,
+                                                                        generator=g).scores
         if label_queries:
             sc["label-only-boundary"] = LabelOnly(variant="boundary", max_queries=label_queries
                                                   ).scores(target, x, y, generator=g).scores
