@@ -12,7 +12,10 @@ reports the median wall time of each path over interleaved repeats, and their ra
 0..T-1 are each the target in turn, the other ``--models - 1`` its shadow/reference models
 (leave-one-out, Carlini et al. 2022), population points for RMIA are digits test points; members
 and non-members of the T targets are pooled, and AUC, TPR at 0.1 % and 1 % FPR (Clopper-Pearson
-95 %) and the ε lower bound are printed per attack.
+95 %) and the ε lower bound are printed per attack (with Shokri et al. 2017's per-class attack
+models trained on the other models, and the label-only translation and noise attacks of
+Choquette-Choo et al. 2021; ``--label-queries Q`` adds its boundary-distance attack at Q label
+queries a point).
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ import time
 import torch
 
 from advkit.attacks.privacy.entropy import ModifiedEntropy
+from advkit.attacks.privacy.label_only import LabelOnly
 from advkit.attacks.privacy.lira import LiRA
 from advkit.attacks.privacy.loss_threshold import LossThreshold
 from advkit.attacks.privacy.rmia import RMIA
 from advkit.attacks.privacy.shadow import ShadowTrainer
+from advkit.attacks.privacy.shokri import Shokri
 from advkit.data import load
 from advkit.evaluation.privacy import membership_metrics
 from advkit.models.zoo import build
+from advkit.targets import InputContract, TorchTarget
 
 
 def main() -> None:
@@ -45,6 +51,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attacks", type=int, default=0, metavar="T",
                     help="also compare the attacks, each of models 0..T-1 the target in turn")
+    ap.add_argument("--label-queries", type=int, default=0, metavar="Q",
+                    help="with --attacks: also the label-only boundary attack at Q queries a point")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     d = load("digits")
@@ -82,13 +90,16 @@ def main() -> None:
               f"  LiRA online AUC of model 0: {aucs[k]:.4f}")
     print(f"ratio one-by-one / together: {out['ratio']:.2f}x; max |logit difference| {diff:.2e}")
     if a.attacks:
-        out["attacks"] = compare_attacks(last["together"], x, y, d.x_test, d.y_test, a.attacks)
+        out["attacks"] = compare_attacks(last["together"], x, y, d.x_test, d.y_test, a.attacks,
+                                         a.label_queries)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
 
 
-def compare_attacks(s, x, y, z, yz, n_targets: int) -> dict:
+def compare_attacks(s, x, y, z, yz, n_targets: int, label_queries: int = 0) -> dict:
+    probs = torch.softmax(s.logits(x).double(), -1)  # every model's, for Shokri's attack models
+    contract = InputContract(shape=tuple(x.shape[1:]), n_classes=10)
     pooled: dict[str, tuple[list, list]] = {}
     accs = []
     for t in range(n_targets):
@@ -104,6 +115,15 @@ def compare_attacks(s, x, y, z, yz, n_targets: int) -> dict:
               ModifiedEntropy().scores(f, x, y)}
         sc.update({f"lira-{k}": v for k, v in LiRA().scores(f, x, y, s, exclude=t).scores.items()})
         sc.update({f"rmia-{k}": v for k, v in RMIA().scores(f, x, y, s, z, yz, exclude=t).items()})
+        g = torch.Generator().manual_seed(t)
+        sc["shokri-logistic"] = Shokri().fit(probs, y, s.masks, generator=g, exclude=t).scores(f, x, y)
+        target = TorchTarget(contract, model=net)  # LabelOnly asks its labels only
+        sc["label-only-translate"] = LabelOnly().scores(target, x, y, generator=g).scores
+        sc["label-only-noise"] = LabelOnly(augmentation="noise").scores(target, x, y,
+                                                                        generator=g).scores
+        if label_queries:
+            sc["label-only-boundary"] = LabelOnly(variant="boundary", max_queries=label_queries
+                                                  ).scores(target, x, y, generator=g).scores
         for k, v in sc.items():
             pooled.setdefault(k, ([], []))[0].append(v[mem])
             pooled[k][1].append(v[~mem])

@@ -28,9 +28,12 @@ from advkit.threat_tags import tag
 
 JUDGED_FPR = 0.01
 STRICT_FPR = 0.001
-KNOWLEDGE = {"loss": "black box", "entropy": "black box", "lira": "grey box", "rmia": "grey box"}
+KNOWLEDGE = {"loss": "black box", "entropy": "black box", "lira": "grey box", "rmia": "grey box",
+             "label-only": "black box", "shadow": "grey box"}
 NAMES = {"loss": "LOSS (Yeom et al. 2018)", "entropy": "modified entropy (Song & Mittal 2021)",
-         "lira": "LiRA (Carlini et al. 2022)", "rmia": "RMIA (Zarifzadeh et al. 2024)"}
+         "lira": "LiRA (Carlini et al. 2022)", "rmia": "RMIA (Zarifzadeh et al. 2024)",
+         "label-only": "label-only (Choquette-Choo et al. 2021)",
+         "shadow": "shadow models (Shokri et al. 2017)"}
 
 
 def _tpr(m: dict, fpr: float) -> Proportion | None:
@@ -77,7 +80,8 @@ def results(records: list[dict]) -> list[ScenarioResult]:
             "tpr_at_0.1%_fpr": _tpr(m, STRICT_FPR), "tpr_at_1%_fpr": _tpr(m, JUDGED_FPR),
             "epsilon_lower_bound": m["epsilon_lower_bound"]["epsilon"],
             "train_accuracy": r["train_accuracy"], "test_accuracy": r["test_accuracy"],
-            "n_members": r["n_members"], "n_nonmembers": r["n_nonmembers"]}, **common))
+            "n_members": r["n_members"], "n_nonmembers": r["n_nonmembers"],
+            **({"queries": r["queries"]} if "queries" in r else {})}, **common))
     return out
 
 
@@ -136,7 +140,10 @@ def add_to(report: Report, records: list[dict]) -> None:
     first = rs[0]
     text = (f"{first['n_members']} members drawn from the training split (the audited model "
             f"trained on all of it) and {first['n_nonmembers']} non-members from the test split "
-            f"are scored by each attack through the model's probabilities. The model's accuracy "
+            f"are scored by each attack through the model's probabilities"
+            + "".join(f" ({r['label']}: its predicted labels only, {r['queries']:,} label "
+                      "queries)" for r in rs if "queries" in r)
+            + ". The model's accuracy "
             f"on them: {first['train_accuracy']:.1%} (members), {first['test_accuracy']:.1%} "
             "(non-members). TPR at a fixed FPR: the threshold is fixed on the non-members, the "
             "interval is 95 % Clopper-Pearson; empirical epsilon: the Jagielski et al. (2020) "

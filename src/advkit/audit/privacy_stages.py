@@ -7,9 +7,10 @@
   pool (the whole training split and the non-members), from the cache when present. The record
   holds the cache folder, the training time and the references' mean accuracy on their members.
 - **membership**: the attack's scores of members and non-members against the audited target
-  (its probabilities only: a score-only remote target works), every score variant measured;
-  the judged score also per true class and on the points the target misclassifies and
-  classifies correctly (``slices``; the predictions are the argmax of the same answers).
+  (its probabilities only: a score-only remote target works; ``label-only`` asks its labels only
+  and records the queries), every score variant measured; the judged score also per true class
+  and on the points the target misclassifies and classifies correctly (``slices``; the
+  predictions are the argmax of the same answers, or the labels ``label-only`` asked).
 """
 
 from __future__ import annotations
@@ -216,13 +217,20 @@ def _membership(sc: Scenario, ctx: AuditContext, d: dict, target=None) -> dict:
     y = torch.cat([d["y_in"], d["y_out"]])
     n_in = int(d["y_in"].shape[0])
     t = ctx.subject.target if target is None else target
-    p = _target_probs(ctx, x, y, t)
     rec = {"label": sc.params["label"], "params": {**sc.params["algorithm"], **settings},
            "n_members": n_in, "n_nonmembers": int(d["y_out"].shape[0]), "notes": []}
-    correct = p.argmax(1) == y
+    if sc.attack == "label-only":  # its labels only: the probabilities are never asked
+        lo = _label_only(sc, ctx, algo, x, y, target)
+        pred, rec["queries"], rec["notes"] = lo.pred, lo.queries, rec["notes"] + lo.notes
+    else:
+        p = _target_probs(ctx, x, y, t)
+        pred = p.argmax(1)
+    correct = pred == y
     rec["train_accuracy"] = float(correct[:n_in].double().mean())
     rec["test_accuracy"] = float(correct[n_in:].double().mean())
-    if sc.attack in ("loss", "entropy"):
+    if sc.attack == "label-only":
+        variants, headline = {lo.variant: lo.scores}, lo.variant
+    elif sc.attack in ("loss", "entropy"):
         variants = {sc.attack: algo.scores_from_probabilities(p, y)}
         headline = sc.attack
     else:
@@ -236,6 +244,11 @@ def _membership(sc: Scenario, ctx: AuditContext, d: dict, target=None) -> dict:
             res = algo.scores_from_confidences(
                 logit_confidence(p, y), reference_confidence(refs, x, y, t), mask)
             variants, rec["notes"] = dict(res.scores), rec["notes"] + res.notes
+        elif sc.attack == "shadow":
+            fitted = algo.fit(torch.softmax(refs.logits(d["x_pool"]).double(), -1), d["y_pool"],
+                              refs.masks, generator=ctx.generator(sc.id))
+            variants = {"shadow": fitted.scores_from_probabilities(p, y)}
+            rec["notes"] += fitted.notes
         else:
             n_pop = settings.get("n_population") or int(d["y_pop"].shape[0])
             z, yz = d["x_pop"][:n_pop], d["y_pop"][:n_pop]
@@ -249,7 +262,7 @@ def _membership(sc: Scenario, ctx: AuditContext, d: dict, target=None) -> dict:
             variants = algo.scores_from_probabilities(true(p, y), true(rx, y), true(pz, yz),
                                                       true(rz, yz), mask)
             rec["n_population"] = n_pop
-        headline = settings["variant"]
+        headline = settings.get("variant", sc.attack)
         if headline not in variants:
             fallback = next(iter(variants))
             rec["notes"].append(f"variant {headline} could not be computed; judged: {fallback}")
@@ -261,3 +274,10 @@ def _membership(sc: Scenario, ctx: AuditContext, d: dict, target=None) -> dict:
         if not math.isfinite(v["auc"]):
             rec["notes"].append(f"{k}: AUC undefined")
     return rec
+
+
+def _label_only(sc: Scenario, ctx: AuditContext, algo, x, y, target=None):
+    """The label-only attack's scores of dataset points ``(x, y)`` against ``target`` (default:
+    the audited one), through its labels only; the queries it spent are counted."""
+    t = ctx.subject.target if target is None else target
+    return algo.scores(t, ctx.target_inputs(x), y, generator=ctx.generator(sc.id))

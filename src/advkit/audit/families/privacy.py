@@ -11,13 +11,19 @@ Jagielski et al. 2020). Attacks:
 - ``lira``: the likelihood ratio attack (Carlini et al. 2022, IEEE S&P), every variant scored,
   ``variant`` the one judged (default ``online``);
 - ``rmia``: RMIA (Zarifzadeh et al. 2024, ICML), ``online`` or ``offline``; its population points
-  are test points that are neither scored nor trained on by any model.
+  are test points that are neither scored nor trained on by any model;
+- ``label-only``: label-only attacks (Choquette-Choo et al. 2021, ICML) that ask the model's
+  predicted labels only (a labels-only API is attacked too), ``variant: augmentation`` (share of
+  translated or noisy copies still labelled right) or ``boundary`` (HopSkipJump's distance to the
+  decision boundary within ``max_queries`` label queries a point); the record holds the queries;
+- ``shadow``: Shokri et al. (2017, IEEE S&P) shadow-model attack, one attack model per class
+  trained on the reference models' sorted probability vectors (IN/OUT labels from their masks).
 
-LiRA and RMIA need reference models: ``n_reference`` models of the spec's model recipe, trained
-together (``advkit.attacks.privacy.shadow``: one vmap pass, Adam at the recipe's rate, batch size,
-weight decay and epochs) on random halves of a pool made of the whole training split and the
-non-members (each pool point IN exactly half the models), cached by a hash of pool, recipe and
-seed under the model cache. Example::
+LiRA, RMIA and shadow need reference models: ``n_reference`` models of the spec's model recipe,
+trained together (``advkit.attacks.privacy.shadow``: one vmap pass, Adam at the recipe's rate,
+batch size, weight decay and epochs) on random halves of a pool made of the whole training split
+and the non-members (each pool point IN exactly half the models), cached by a hash of pool,
+recipe and seed under the model cache. Example::
 
     model: {zoo: mlp, kwargs: {hidden: [256]}, epochs: 60}
     privacy:
@@ -27,6 +33,8 @@ seed under the model cache. Example::
         - {name: entropy}
         - {name: lira, params: {n_reference: 8}}
         - {name: rmia, params: {n_reference: 8, variant: offline}}
+        - {name: shadow, params: {n_reference: 8}}
+        - {name: label-only, params: {variant: boundary, max_queries: 500}}
 
 Model inversion (AML.T0024.001, ``advkit.audit.inversion_stages``): ``inversion`` runs MI-Face
 (Fredrikson et al. 2015) once per class on an image model with input gradients and scores the
@@ -92,17 +100,28 @@ class RmiaSettings:
                                      doc="population points z (None: every unused test point)")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ShadowSettings:
+    """The audit's settings of a Shokri shadow-model entry (beside the attack model's own)."""
+
+    n_reference: int = param(8, int, lo=2, hi=256, doc="shadow (reference) models")
+
+
 def _algorithms() -> dict[str, tuple[type, type | None]]:
     from advkit.attacks.privacy.entropy import ModifiedEntropy
+    from advkit.attacks.privacy.label_only import LabelOnly
     from advkit.attacks.privacy.lira import LiRA
     from advkit.attacks.privacy.loss_threshold import LossThreshold
     from advkit.attacks.privacy.rmia import RMIA
+    from advkit.attacks.privacy.shokri import Shokri
 
     return {"loss": (LossThreshold, None), "entropy": (ModifiedEntropy, None),
-            "lira": (LiRA, LiraSettings), "rmia": (RMIA, RmiaSettings)}
+            "lira": (LiRA, LiraSettings), "rmia": (RMIA, RmiaSettings),
+            "label-only": (LabelOnly, None), "shadow": (Shokri, ShadowSettings)}
 
 
-ATTACKS = ("loss", "entropy", "lira", "rmia")
+ATTACKS = ("loss", "entropy", "lira", "rmia", "label-only", "shadow")
+NEEDS_REFERENCES = ("lira", "rmia", "shadow")
 ATTRIBUTE_METHODS = ("fredrikson", "yeom")
 
 
@@ -210,7 +229,7 @@ class PrivacyFamily(Family):
 
     def plan(self, spec) -> list[Scenario]:
         sec: PrivacySpec = self.section(spec)
-        needs_refs = [m for m in sec.membership if m.name in ("lira", "rmia")]
+        needs_refs = [m for m in sec.membership if m.name in NEEDS_REFERENCES]
         recipe = None
         if needs_refs:
             if spec.model.zoo is None:
@@ -218,8 +237,8 @@ class PrivacyFamily(Family):
                 raise AuditSpecError(
                     f"privacy: {needs_refs[0].key} needs reference models trained like the "
                     f"audited one, and the model comes from {given}, which advkit cannot "
-                    "retrain: give a recipe (model: {zoo: NAME, epochs: N}) or keep to the loss "
-                    "and entropy attacks")
+                    "retrain: give a recipe (model: {zoo: NAME, epochs: N}) or keep to the loss, "
+                    "entropy and label-only attacks")
             recipe = recipe_for(spec).as_dict()
         common = {"members": sec.members}
         out, refs = [], {}
