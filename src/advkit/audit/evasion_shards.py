@@ -19,10 +19,10 @@ That equality holds only for an attack whose result for one point depends on tha
 ``SHARDABLE`` lists the attacks that meet all three: FGSM (one gradient step) and BIM (a fixed
 number of steps; a point already adversarial stops moving but stays in the batch). Any other
 attack runs as one stage whatever ``shards`` says (checked: PGD split into shards gives a
-different report, its random starts being drawn per batch). Per-point lists are concatenated in order, queries add up, ``passes``
-(the same on every shard) is kept, ``examples_x_adv`` are the first points', and a tabular
-attack's feature changes add up (points changed, one-hot groups broken) or take the maximum
-(largest change).
+different report, its random starts being drawn per batch). Per-point lists are concatenated
+in order, queries add up, ``passes`` (the same on every shard) is kept, ``examples_x_adv`` are
+the first points', and a tabular attack's feature changes add up (points changed, one-hot
+groups broken) or take the maximum (largest change).
 """
 
 from __future__ import annotations

@@ -120,9 +120,8 @@ class AdaptSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    """``shards``: split each shard-safe evasion attack's points into this many stages, run in
-    parallel by the ray executor and merged into the same record (``advkit.audit.evasion_shards``
-    lists the attacks); 1 runs every attack as one stage."""
+    """``shards``: each shard-safe evasion attack's points in this many stages, merged into the
+    same record (parallel on Ray; ``advkit.audit.evasion_shards``); 1: one stage each."""
 
     n_samples: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=256, ge=1)
