@@ -23,19 +23,23 @@ from advkit.errors import AuditSpecError
 from advkit.report.json import report_dict
 from report_keys import RUN_VOLATILE, run_independent
 
-# evasion (independent stages) and poisoning (train → measure → mitigation chains: stages that
-# wait for their dependencies' records); small enough for two cores, big enough that the kill
-# below lands inside a stage (the PGD one)
+# evasion (independent stages), poisoning (train → measure → mitigation chains: stages that
+# wait for their dependencies' records) and Neural Cleanse (class stages → merge); small enough
+# for two cores, big enough that the kill below lands inside a stage (the PGD one)
 SPEC = {
     "title": "ray executor",
     "seed": 3,
     "dataset": "digits",
     "model": {"zoo": "mlp", "epochs": 2, "kwargs": {"hidden": [32]}},
-    "evaluation": {"n_samples": 200},
+    # FGSM's points in two shards (stages) merged: the same report
+    "evaluation": {"n_samples": 200, "batch_size": 100, "shards": 2},
     "attacks": [{"name": "fgsm", "eps": [0.05, 0.1]},
                 {"name": "pgd", "eps": [0.1], "params": {"steps": 300}}],
     "poisoning": {"attacks": [{"name": "badnets", "rates": [0.1], "params": {"size": 2, "target": 0}}],
                   "mitigations": ["spectral_signatures"], "training": {"epochs": 3}},
+    # Neural Cleanse: one stage per class (run in parallel) and their merge
+    "backdoor": {"neural_cleanse": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8},
+                 "clean_samples": 100},
 }
 KILLED_STAGE = "pgd/Linf/eps=0.1"
 
@@ -97,6 +101,10 @@ def test_ray_report_equals_the_local_one(ray_instance, local_doc, tmp_path, monk
     assert doc["manifest"]["executor"]["name"] == "ray"
     assert set(tasks) == set(local_doc["manifest"]["executor"]["tasks"])  # every stage, once
     assert tasks["poisoning/badnets/rate=0.1/measure"]["deps"] == ["poisoning/badnets/rate=0.1/train"]
+    assert tasks["fgsm/Linf/eps=0.1"]["deps"] == ["fgsm/Linf/eps=0.1/shard=0",
+                                                  "fgsm/Linf/eps=0.1/shard=1"]
+    assert tasks["backdoor/neural-cleanse"]["deps"] == [f"backdoor/neural-cleanse/class={k}"
+                                                        for k in range(10)]
     for where in tasks.values():
         assert where["pid"] != os.getpid() and len(where["node_id"]) > 8
         assert Path(where["stderr"]).is_file()

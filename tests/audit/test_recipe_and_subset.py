@@ -74,3 +74,24 @@ def test_n_train_draws_a_seeded_subset_of_the_training_split(tmp_path, monkeypat
     too_many = parse_spec({**SPEC, "dataset": {"name": "digits", "n_train": 100000}})
     with pytest.raises(AuditSpecError, match="n_train"):
         load_subject(too_many, progress=False)
+
+
+def test_the_model_cache_key_holds_torch_thread_count(tmp_path, monkeypatch):
+    """A model trained at 2 threads differs in its last bits from one trained at 1: a run at 1
+    thread must not be served the 2-thread model, so the key (the folder) changes with the
+    count, and only with it."""
+    from advkit.models.cache import cache_folder
+
+    monkeypatch.setenv("ADVKIT_CACHE_DIR", str(tmp_path))
+    before = torch.get_num_threads()
+    x = torch.arange(6.0)
+    try:
+        torch.set_num_threads(1)
+        one = cache_folder("models", "mlp", {"seed": 0}, x)
+        torch.set_num_threads(2)
+        two = cache_folder("models", "mlp", {"seed": 0}, x)
+        assert cache_folder("models", "mlp", {"seed": 0}, x) == two
+    finally:
+        torch.set_num_threads(before)
+    assert one != two
+    assert one.parent == two.parent == tmp_path / "models"

@@ -46,7 +46,8 @@ def _finite(values) -> list[float | None]:
 def _neural_cleanse(sc, ctx, model, data: dict, params: dict):
     """The fitted NeuralCleanse of ``sc``'s model and parameters and its record (with the
     warnings of its search), searched once per run for every entry that shares them."""
-    from advkit.audit.families.backdoor import _quiet, nc_record
+    from advkit.audit.backdoor_nc import nc_record
+    from advkit.audit.families.backdoor import _quiet
 
     sid = f"{train_id(sc)}#neural_cleanse#{json.dumps(params, sort_keys=True)}"
     held = ctx.state.setdefault("poisoning_nc", {})

@@ -29,7 +29,7 @@ from advkit.paths import prepare_out_dir
 from advkit.targets.base import check_input_dependence
 
 log = logging.getLogger("advkit.audit")
-STORE_VERSION = 5  # bump when the record format of any family changes
+STORE_VERSION = 6  # bump when the record format of any family changes
 
 
 def scenario_key(sc: Scenario, *, model_sha256: str, data_sha256: str, n: int, seed: int,

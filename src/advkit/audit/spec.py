@@ -22,7 +22,8 @@ bombs) and validated with pydantic; every problem becomes one
                                           #     api_key_env: MY_KEY, query_log: queries.jsonl}:
                                           #     a model behind an API (advkit.targets.http; black
                                           #     box: score- or decision-based attacks only)
-    evaluation: {n_samples: 360, batch_size: 256}
+    evaluation: {n_samples: 360, batch_size: 256}   # shards: 4 splits FGSM/BIM's points into
+                                                    # 4 stages (parallel on Ray, same results)
     attacks:
       - {name: fgsm, norm: inf, eps: [0.0, 0.05, 0.1, 0.2, 0.3]}
       - {name: pgd, norm: inf, eps: [0.0, 0.05, 0.1, 0.2, 0.3], params: {steps: 40}}
@@ -119,8 +120,12 @@ class AdaptSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
+    """``shards``: each shard-safe evasion attack's points in this many stages, merged into the
+    same record (parallel on Ray; ``advkit.audit.evasion_shards``); 1: one stage each."""
+
     n_samples: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=256, ge=1)
+    shards: int = Field(default=1, ge=1, le=1024)
 
 
 class ExecutorSpec(_Strict):

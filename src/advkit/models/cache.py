@@ -5,6 +5,14 @@
 and later adversarial training and shadow models. A ``Recipe`` is a zoo architecture plus its
 training settings; the cache key hashes the training data, the recipe, the seed, a ``tag`` and
 the advkit version, so the same inputs always give the same (bit-identical) model, trained once.
+
+Every cache key (``cache_folder``) also holds torch's intra-op thread count
+(``torch.get_num_threads()``): training at 1 and at 2 threads sums gradients in different orders
+and gives models that differ in their last bits, so a model cached by a 2-thread run and served to
+a 1-thread run would make that run differ from a fresh 1-thread run. With the count in the key a
+run is served only what it would have trained itself (a different count trains once more). The
+ray executor sets each worker's count to the driver's before a stage runs
+(``advkit.audit.executors.ray_executor``), so Ray and local runs on one machine share the keys.
 """
 
 from __future__ import annotations
@@ -35,8 +43,10 @@ def cache_root() -> Path:
 
 
 def cache_folder(kind: str, tag: str, recipe: dict, *tensors: torch.Tensor) -> Path:
-    """``cache_root()/kind/tag-HASH``: the hash covers the recipe (JSON) and the tensors' bytes."""
-    h = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
+    """``cache_root()/kind/tag-HASH``: the hash covers the recipe (JSON), torch's thread count
+    (training round-off depends on it; see the module docstring) and the tensors' bytes."""
+    keyed = {**recipe, "torch_threads": torch.get_num_threads()}
+    h = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode())
     for t in tensors:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return cache_root() / kind / f"{tag}-{h.hexdigest()[:24]}"

@@ -3,10 +3,12 @@
 
 Stages (ids stable; the spec section is ``advkit.audit.backdoor_section``):
 
-- ``backdoor/neural-cleanse``: Neural Cleanse (Wang et al. 2019, IEEE S&P) reverses a minimal
-  trigger per class on clean data (a seeded subset of the dataset's training split) and flags a
-  class whose trigger is anomalously small (MAD anomaly index > 2). The record keeps every
-  class's mask and pattern, so the report can show the reversed triggers without the model.
+- ``backdoor/neural-cleanse/class=K``, one per class, and ``backdoor/neural-cleanse``: Neural
+  Cleanse (Wang et al. 2019, IEEE S&P) reverses a minimal trigger per class on clean data (a
+  seeded subset of the dataset's training split), one stage per class (in parallel on Ray;
+  ``advkit.audit.backdoor_nc``), and the merge stage flags a class whose trigger is anomalously
+  small (MAD anomaly index > 2). Its record keeps every class's mask and pattern, so the report
+  can show the reversed triggers without the model.
 - ``backdoor/neural-cleanse/unlearn`` and ``.../prune``: its mitigations (unlearning: fine-tune
   with the reversed trigger stamped and correct labels; pruning: silence the last conv layer's
   channels the trigger excites, in the spirit of fine-pruning, Liu et al. 2018, RAID).
@@ -41,6 +43,18 @@ import torch
 from torch import nn
 
 from advkit.audit import backdoor_report
+from advkit.audit.backdoor_nc import (
+    CLASS_KIND,
+    NC,
+    _fitted_nc,
+    _num,
+    _triggers,
+    class_record,
+    expand,
+    from_record,
+    merged_notes,
+    nc_record,
+)
 from advkit.audit.backdoor_section import (
     SANITISERS,
     TrainingData,
@@ -54,8 +68,6 @@ from advkit.audit.plan import Scenario
 from advkit.audit.report import Report, ScenarioResult
 from advkit.errors import AdvkitWarning, AuditSpecError, InvalidParameterError
 from advkit.threat_tags import tag
-
-NC = "backdoor/neural-cleanse"
 
 
 def slug(name: str) -> str:
@@ -72,11 +84,6 @@ class _State:
     notes: list[str] = field(default_factory=list)
 
 
-def _num(v) -> float | None:
-    v = float(v)
-    return v if np.isfinite(v) else None
-
-
 def _quiet(fn, *a, **kw):
     """``fn``'s result and the AdvkitWarnings it raised (kept in the record, not lost in logs)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -89,32 +96,6 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     from advkit.defenses.detectors.fine_pruning import predict
 
     return predict(model, x)
-
-
-def nc_record(nc, *, bounds, n_clean: int, notes: list[str]) -> dict:
-    """A fitted NeuralCleanse as plain data: per-class norms, anomaly indices, convergence and
-    the reversed masks and patterns (what its report section and its mitigations read)."""
-    return {"classes": int(nc.n_classes_), "threshold": float(nc.threshold),
-            "mask_norm": [_num(v) for v in nc.mask_norms_],
-            "anomaly_index": [_num(v) for v in nc.anomaly_index_],
-            "flagged": [int(c) for c in nc.flagged_],
-            "reached": [bool(v) for v in nc.reached_],
-            "success": [_num(v) for v in nc.success_],
-            "failed": [int(c) for c in nc.failed_], "epochs": nc.epochs_.tolist(),
-            "masks": nc.masks_.cpu().tolist(), "patterns": nc.patterns_.cpu().tolist(),
-            "bounds": [float(b) for b in bounds], "n_clean": int(n_clean),
-            "notes": list(notes), "search_seconds": nc.seconds_}
-
-
-def _triggers(nc_rec: dict | None) -> dict[int, object]:
-    """The reversed triggers of the classes Neural Cleanse flagged, rebuilt from its record."""
-    from advkit.attacks.poisoning.base import ImageTrigger
-
-    if not nc_rec:
-        return {}
-    return {c: ImageTrigger(mask=torch.tensor(nc_rec["masks"][c]),
-                            pattern=torch.tensor(nc_rec["patterns"][c]))
-            for c in nc_rec["flagged"]}
 
 
 def _evaluate(model: nn.Module, ctx: AuditContext, st: _State, triggers: dict) -> dict:
@@ -133,18 +114,9 @@ def _evaluate(model: nn.Module, ctx: AuditContext, st: _State, triggers: dict) -
     return out
 
 
-def _fitted_nc(params: dict, rec: dict):
-    """A NeuralCleanse carrying the learned triggers of its stored record (what its mitigations
-    read), so a mitigation can run in a later process than the search."""
-    from advkit import registry
-
-    nc = registry.create("neural_cleanse", **params)
-    for name, value in (("masks_", torch.tensor(rec["masks"])),
-                        ("patterns_", torch.tensor(rec["patterns"])),
-                        ("flagged_", np.array(rec["flagged"], dtype=np.int64)),
-                        ("n_classes_", len(rec["masks"]))):
-        object.__setattr__(nc, name, value)
-    return nc
+def _reported(records: list[dict]) -> list[dict]:
+    """The records the report reads: Neural Cleanse's merged record holds its class stages'."""
+    return [r for r in records if r["kind"] != CLASS_KIND]
 
 
 def _model(ctx: AuditContext) -> nn.Module:
@@ -234,6 +206,8 @@ class BackdoorFamily(Family):
                 "TorchScript or exported program does not expose; give the model as safetensors "
                 "(an advkit folder or model: {class: ..., weights: ...}) or keep only "
                 "neural_cleanse")
+        if s.nc_on:  # one search stage per class of the model, then their merge
+            plan = expand(plan, target.contract.n_classes)
         st = _State(section=s, stages={sc.id: sc for sc in plan})
         if s.nc_on or "label_consistency" in s.sanitiser_params:
             self._prepare_clean(st, ctx)
@@ -305,19 +279,33 @@ class BackdoorFamily(Family):
         t0 = time.perf_counter()
         g = ctx.generator(sc.id)
         rec = {"id": sc.id, "kind": sc.kind, "params": sc.params}
-        run = {"neural-cleanse": self._neural_cleanse, "mitigation": self._mitigation,
+        run = {CLASS_KIND: self._nc_class, "neural-cleanse": self._neural_cleanse,
+               "mitigation": self._mitigation,
                "sanitiser": self._sanitiser, "retrain": self._retrain}[sc.kind]
         rec.update(run(sc, ctx, st, deps, g))
         rec["seconds"] = time.perf_counter() - t0
         return rec
 
+    def _nc_class(self, sc, ctx, st: _State, deps, g) -> dict:
+        """One class's trigger search, with the generator of the whole search (see
+        ``advkit.audit.backdoor_nc``)."""
+        from advkit import registry
+
+        nc = registry.create("neural_cleanse", **sc.params["params"])
+        trig, notes = _quiet(nc.search_class, ctx.subject.target, st.clean_x, st.clean_y,
+                             sc.params["class"], generator=ctx.generator(NC))
+        return {**class_record(trig), "notes": notes}
+
     def _neural_cleanse(self, sc, ctx, st: _State, deps, g) -> dict:
+        """The merge of the class searches: anomaly index, flagged classes, the model measured."""
         from advkit import registry
 
         target = ctx.subject.target
-        nc, notes = _quiet(registry.create("neural_cleanse", **sc.params["params"]).fit,
-                           target, st.clean_x, st.clean_y, generator=g)
-        rec = nc_record(nc, bounds=target.contract.bounds, n_clean=len(st.clean_y), notes=notes)
+        classes = [deps[d] for d in sc.deps]
+        nc, notes = _quiet(registry.create("neural_cleanse", **sc.params["params"]).from_classes,
+                           [from_record(r) for r in classes])
+        rec = nc_record(nc, bounds=target.contract.bounds, n_clean=len(st.clean_y),
+                        notes=merged_notes(classes, notes))
         rec["model"] = _evaluate(_model(ctx), ctx, st, _triggers(rec))
         return rec
 
@@ -385,11 +373,11 @@ class BackdoorFamily(Family):
 
     # -- the report (from stored records only) -----------------------------------------------
     def results(self, records, ctx: AuditContext) -> list[ScenarioResult]:
-        return [backdoor_report.scenario_result(r) for r in records]
+        return [backdoor_report.scenario_result(r) for r in _reported(records)]
 
     def report(self, report: Report, records, ctx: AuditContext) -> None:
         st = ctx.state.get("backdoor")
         backdoor_report.add_backdoor_sections(
-            report, records, example=ctx.x[:1], notes=list(st.notes) if st else [],
+            report, _reported(records), example=ctx.x[:1], notes=list(st.notes) if st else [],
             tag=self.threat,
             data_file=Path(st.training.path).name if st and st.training else None)

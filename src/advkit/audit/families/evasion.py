@@ -10,7 +10,7 @@ import time
 import torch
 
 from advkit import registry
-from advkit.audit import evasion_report
+from advkit.audit import evasion_report, evasion_shards
 from advkit.audit.capabilities import check_subject
 from advkit.audit.families.base import AuditContext, Family, family
 from advkit.audit.plan import Scenario, make_plan, norm_label
@@ -206,18 +206,27 @@ class EvasionFamily(Family):
         ctx.state["capability_plan"] = check_subject(ctx.spec, ctx.subject)
         stages = ctx.state["capability_plan"].plan
         # the validity checks are a stage of their own, after every attack: stored, so a
-        # resumed audit does not run them again, and the report queries no model
-        return stages + [Scenario(CHECKS, "checks", "none", None, {}, kind="checks",
-                                  deps=tuple(sc.id for sc in stages))]
+        # resumed audit does not run them again, and the report queries no model; with
+        # evaluation.shards, a shard-safe attack's points split into stages (evasion_shards)
+        return evasion_shards.expand(stages, ctx) + [
+            Scenario(CHECKS, "checks", "none", None, {}, kind="checks",
+                     deps=tuple(sc.id for sc in stages))]
+
+    def key_inputs(self, sc: Scenario, ctx: AuditContext) -> dict:
+        return evasion_shards.key_inputs(sc, ctx)
 
     def run(self, sc: Scenario, ctx: AuditContext, deps: dict[str, dict]) -> dict:
         if sc.kind == "checks":
             return _checks_record(sc, ctx, deps)
+        if sc.kind == evasion_shards.SHARD_KIND:
+            return evasion_shards.run_shard(sc, ctx, run_scenario)
+        if sc.deps:  # the merge of a sharded attack
+            return evasion_shards.merge(sc, deps, N_EXAMPLES)
         return run_scenario(sc, ctx.subject.target, ctx.x, ctx.y, ctx.clean_pred, seed=ctx.seed)
 
     def results(self, records, ctx: AuditContext) -> list[ScenarioResult]:
         return [to_scenario_result(r, ctx.clean_pred, ctx.y) for r in records
-                if r["kind"] != "checks"]
+                if r["kind"] not in ("checks", evasion_shards.SHARD_KIND)]
 
     def report(self, report: Report, records, ctx: AuditContext) -> None:
         from advkit.audit.spec import requested_budgets
@@ -230,6 +239,8 @@ class EvasionFamily(Family):
             extra_eps=requested_budgets(spec),
             findings=[Finding(**f) for f in rec["findings"]], clean_conf=rec["clean_conf"])
         for r in records:  # an attack that ran out of its query budget: a lower bound, said so
+            if r["kind"] == evasion_shards.SHARD_KIND:
+                continue
             why = (r.get("extra") or {}).get("budget_exhausted")
             if why:
                 report.findings.append(Finding(

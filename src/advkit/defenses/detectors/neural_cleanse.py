@@ -14,11 +14,14 @@ trigger's success has stayed above or below ``success_threshold`` for ``patience
 stops early once its best norm has not improved for ``early_stop_patience`` epochs after its
 lambda went both up and down.
 
-All classes are optimised together: the K masks and patterns are stacked and each step runs ONE
-forward+backward over the (active classes x batch) stamped inputs; the update is Adam with
-per-class state and learning rate (the paper's Adam, betas (0.5, 0.9)). A class whose loss turns
-non-finite is reset with half its learning rate (at most ``max_resets`` times, then given up and
-reported in ``failed_``); raw parameters are clipped so tanh never saturates into divergence.
+All classes are optimised together (``advkit.defenses.detectors.nc_search``): the K masks and
+patterns are stacked and each step runs ONE forward+backward over the (active classes x batch)
+stamped inputs; the update is Adam with per-class state and learning rate (the paper's Adam,
+betas (0.5, 0.9)). A class whose loss turns non-finite is reset with half its learning rate (at
+most ``max_resets`` times, then given up and reported in ``failed_``); raw parameters are clipped
+so tanh never saturates into divergence. Each class draws its random numbers from its own
+generator (derived from ``generator`` and the class), so one class can also be searched alone
+(``search_class``, e.g. the classes in parallel) and the searches merged (``from_classes``).
 
 Mitigations return NEW models: ``unlearn`` (fine-tune on clean data with the reversed trigger of
 the flagged classes stamped on a ``share`` of it, correct labels kept) and ``prune`` (silence the
@@ -28,8 +31,6 @@ channels of the last conv layer most excited by the reversed trigger until it st
 from __future__ import annotations
 
 import copy
-import logging
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from advkit.defenses.detectors.fine_pruning import (
     resolve_model,
     zero_channels,
 )
+from advkit.defenses.detectors.nc_search import Triggers, base_seed, search
 from advkit.defenses.detectors.nc_stats import (  # noqa: F401 - re-exported
     MAD_CONSISTENCY,
     anomaly_index,
@@ -59,7 +61,6 @@ from advkit.errors import (
     AdvkitWarning,
     InputContractError,
     InvalidParameterError,
-    NonFiniteScoresError,
     check_range,
 )
 from advkit.params import check_params, param
@@ -67,9 +68,6 @@ from advkit.registry import register
 from advkit.targets.base import InputContract, Target
 from advkit.targets.torch import TorchTarget
 from advkit.threat_tags import MITIGATES_BACKDOOR
-
-log = logging.getLogger("advkit.defenses")
-_RAW_CLIP = 6.0  # |tanh parameter| bound: mask/pattern stay within (2.5e-6, 1 - 2.5e-6)
 
 
 def _as_target(obj, x: torch.Tensor, per_class: int) -> Target:
@@ -119,23 +117,17 @@ class NeuralCleanse:
     def __post_init__(self):
         check_params(self)
 
-    # -- parametrisation ------------------------------------------------------------------------
-    @staticmethod
-    def _squash(raw: torch.Tensor) -> torch.Tensor:
-        return (torch.tanh(raw) + 1) / 2
-
-    def fit(self, target_or_model, x_clean, y_clean, *, generator: torch.Generator | None = None):
-        t0 = time.perf_counter()
+    def _prepare(self, target_or_model, x_clean, y_clean):
+        """(target, x, y): the clean data checked, on the target's input contract, with the
+        few-images warning."""
         x, y = check_data(x_clean, y_clean)
         if x.dim() != 4:
             raise InputContractError(
                 f"Neural Cleanse needs image batches (N, C, H, W), got shape {tuple(x.shape)}")
         target = _as_target(target_or_model, x, self.batch_size)
         x = target.check_inputs(x)
-        lo, hi = target.contract.bounds
-        k, (c, h, w), dev = target.contract.n_classes, x.shape[1:], x.device
-        y = y.to(dev)
-        gen = generator if generator is not None else torch.Generator(device="cpu").manual_seed(0)
+        k = target.contract.n_classes
+        y = y.to(x.device)
         counts = torch.bincount(y, minlength=k).tolist()
         few = [j for j in range(k) if counts[j] < self.min_per_class]
         if few:
@@ -143,150 +135,42 @@ class NeuralCleanse:
                 f"Neural Cleanse: classes {few} have fewer than {self.min_per_class} clean images "
                 f"(counts {[counts[j] for j in few]}); the reversed triggers are measured on the "
                 "other classes' images, so pass a clean set with every class represented",
-                AdvkitWarning, stacklevel=2)
+                AdvkitWarning, stacklevel=3)
+        return target, x, y
 
-        def init(rows: torch.Tensor, shape) -> torch.Tensor:
-            u = torch.rand((len(rows), *shape), generator=gen).to(dev) * 0.98 + 0.01
-            return torch.atanh(2 * u - 1)
-
-        all_k = torch.arange(k, device=dev)
-        raw_m, raw_p = init(all_k, (1, h, w)), init(all_k, (c, h, w))
-        adam = [torch.zeros_like(raw_m), torch.zeros_like(raw_m), torch.zeros_like(raw_p),
-                torch.zeros_like(raw_p)]
-        t_adam = torch.zeros(k, device=dev)
-        lr = torch.full((k,), self.lr, device=dev)
-        cost = [self.init_cost] * k
-        st = {n: [0] * k for n in ("up", "down", "es", "epochs", "resets")}
-        flags = {n: [False] * k for n in ("up_flag", "down_flag", "done", "failed")}
-        best_norm, es_best = [math.inf] * k, [math.inf] * k
-        best_m, best_p = raw_m.clone(), raw_p.clone()
-        success = [0.0] * k
-        steps = rows = 0
-        b1, b2, eps = 0.5, 0.9, 1e-8
-
-        def reset(j: int) -> None:
-            st["resets"][j] += 1
-            if st["resets"][j] > self.max_resets:
-                flags["failed"][j] = flags["done"][j] = True
-                return
-            one = torch.tensor([j], device=dev)
-            raw_m[j], raw_p[j] = init(one, (1, h, w))[0], init(one, (c, h, w))[0]
-            for s in adam:
-                s[j] = 0
-            t_adam[j], lr[j], cost[j] = 0, lr[j] / 2, self.init_cost
-            log.warning("Neural Cleanse: class %d diverged; reset with lr %.3g", j, float(lr[j]))
-
-        for _epoch in range(self.epochs):
-            act = torch.tensor([j for j in range(k) if not flags["done"][j]], dtype=torch.long)
-            if len(act) == 0:
-                break
-            a = act.to(dev)
-            hits, seen = torch.zeros(len(a), device=dev), torch.zeros(len(a), device=dev)
-            bad = torch.zeros(len(a), dtype=torch.bool, device=dev)
-            cost_t = torch.tensor([cost[j] for j in act.tolist()], device=dev)
-            for _ in range(self.steps_per_epoch):
-                idx = torch.randint(len(x), (self.batch_size,), generator=gen).to(dev)
-                xb, yb = x[idx], y[idx]
-                pm = raw_m[a].detach().requires_grad_(True)
-                pp = raw_p[a].detach().requires_grad_(True)
-                with torch.enable_grad():
-                    m, p = self._squash(pm), lo + (hi - lo) * self._squash(pp)
-                    xs = (1 - m).unsqueeze(1) * xb.unsqueeze(0) + (m * p).unsqueeze(1)
-                    try:
-                        logits = target.logits(xs.reshape(-1, c, h, w), check=False)
-                    except NonFiniteScoresError:  # diverged: every active class is reset
-                        bad[:] = True
-                        steps, rows = steps + 1, rows + xs.shape[0] * xs.shape[1]
-                        continue
-                    tgt = a.repeat_interleave(len(idx))
-                    ce = nn.functional.cross_entropy(logits, tgt, reduction="none").view(len(a), -1)
-                    loss = ce.mean(1) + cost_t * m.flatten(1).sum(1)
-                    fin = torch.isfinite(loss)
-                    gm, gp = torch.autograd.grad(loss[fin].sum(), (pm, pp)) if fin.any() else (
-                        torch.zeros_like(pm), torch.zeros_like(pp))
-                steps, rows = steps + 1, rows + xs.shape[0] * xs.shape[1]
-                fin &= torch.isfinite(gm).flatten(1).all(1) & torch.isfinite(gp).flatten(1).all(1)
-                bad |= ~fin
-                pred = logits.detach().argmax(1).view(len(a), -1)
-                other = (yb.unsqueeze(0) != a.unsqueeze(1))
-                hits += ((pred == a.unsqueeze(1)) & other).sum(1)
-                seen += other.sum(1)
-                u = a[fin]
-                t_adam[u] += 1
-                for raw, g, s1, s2 in ((raw_m, gm, *adam[:2]), (raw_p, gp, *adam[2:])):
-                    g = g[fin]
-                    s1[u] = b1 * s1[u] + (1 - b1) * g
-                    s2[u] = b2 * s2[u] + (1 - b2) * g * g
-                    shape = (-1,) + (1,) * (g.dim() - 1)
-                    bc1 = (1 - b1 ** t_adam[u]).view(shape)
-                    bc2 = (1 - b2 ** t_adam[u]).view(shape)
-                    step = lr[u].view(shape) * (s1[u] / bc1) / ((s2[u] / bc2).sqrt() + eps)
-                    raw[u] = (raw[u] - step).clamp(-_RAW_CLIP, _RAW_CLIP)
-            norms = self._squash(raw_m[a]).flatten(1).sum(1).tolist()
-            rate = (hits / seen.clamp_min(1)).tolist()
-            for i, j in enumerate(act.tolist()):
-                if bad[i]:
-                    reset(j)
-                    continue
-                success[j] = rate[i]
-                if rate[i] >= self.success_threshold and norms[i] < best_norm[j]:
-                    best_norm[j] = norms[i]
-                    best_m[j], best_p[j] = raw_m[j], raw_p[j]
-                self._schedule(j, rate[i], norms[i], cost, st, flags, best_norm, es_best)
-        self._finish(best_m, best_p, best_norm, raw_m, raw_p, success, st, flags, (lo, hi), steps,
-                     rows, t0)
-        self._final_success(target, x, y, gen)
+    def fit(self, target_or_model, x_clean, y_clean, *, generator: torch.Generator | None = None):
+        """Search every class's trigger (one batched search) and flag the outliers. Each class
+        draws from its own generator, derived from one draw of ``generator`` and the class
+        (``nc_search``), so ``fit`` gives each class the trigger ``search_class`` gives it."""
+        t0 = time.perf_counter()
+        target, x, y = self._prepare(target_or_model, x_clean, y_clean)
+        classes = list(range(target.contract.n_classes))
+        self._finish(search(self, target, x, y, classes, base_seed(generator)))
         object.__setattr__(self, "seconds_", time.perf_counter() - t0)
         return self
 
-    def _final_success(self, target, x, y, gen) -> None:
-        """Every class's final trigger measured on the same fixed draw of clean images (those of
-        other classes), so that all classes are judged on equal terms: ``final_success_``."""
-        pick = torch.randperm(len(x), generator=gen)[: self.eval_images].to(x.device)
-        xe, ye = x[pick], y[pick]
-        out = np.full(self.n_classes_, np.nan)
-        with torch.no_grad():
-            for c in range(self.n_classes_):
-                other = ye != c
-                if bool(other.any()) and c not in self.failed_:
-                    try:
-                        logits = target.logits(self.trigger(c).apply(xe[other]), check=False)
-                    except NonFiniteScoresError:
-                        continue
-                    out[c] = float((logits.argmax(1) == c).float().mean())
-        object.__setattr__(self, "final_success_", out)
+    def search_class(self, target_or_model, x_clean, y_clean, cls: int, *,
+                     generator: torch.Generator | None = None) -> Triggers:
+        """The trigger search of class ``cls`` alone (what ``fit`` finds for it, up to the
+        round-off of its batched forward), to run the classes in parallel; ``generator`` as
+        ``fit``'s. Merge every class's result with ``from_classes``."""
+        target, x, y = self._prepare(target_or_model, x_clean, y_clean)
+        check_range("cls", cls, lo=0, hi=target.contract.n_classes - 1, kind=int)
+        return search(self, target, x, y, [int(cls)], base_seed(generator))
 
-    def _schedule(self, j, rate, norm, cost, st, flags, best_norm, es_best) -> None:
-        """The paper's per-epoch lambda schedule and early stop for class ``j``."""
-        st["epochs"][j] += 1
-        if best_norm[j] < math.inf:
-            st["es"][j] = st["es"][j] + 1 if norm >= self.early_stop_threshold * es_best[j] else 0
-            es_best[j] = min(es_best[j], norm)
-        both = flags["up_flag"][j] and flags["down_flag"][j]
-        if both and st["es"][j] >= self.early_stop_patience:
-            flags["done"][j] = True
-            return
-        if rate >= self.success_threshold:
-            st["up"][j], st["down"][j] = st["up"][j] + 1, 0
-        else:
-            st["up"][j], st["down"][j] = 0, st["down"][j] + 1
-        if st["up"][j] >= self.patience:
-            st["up"][j], cost[j], flags["up_flag"][j] = 0, cost[j] * self.cost_multiplier, True
-        elif st["down"][j] >= self.patience:
-            st["down"][j], flags["down_flag"][j] = 0, True
-            cost[j] = cost[j] / self.cost_multiplier ** 1.5
+    def from_classes(self, parts: list[Triggers]) -> NeuralCleanse:
+        """This detector fitted from per-class searches (``search_class``) covering every class
+        once; ``steps_``, ``rows_`` and ``seconds_`` add up the searches'."""
+        trig = Triggers.concat(list(parts))
+        if trig.classes != list(range(len(trig.classes))):
+            raise InvalidParameterError("parts", sorted(trig.classes),
+                                        "one search of each class 0..K-1")
+        self._finish(trig)
+        object.__setattr__(self, "seconds_", trig.seconds)
+        return self
 
-    def _finish(self, best_m, best_p, best_norm, raw_m, raw_p, success, st, flags, bounds, steps,
-                rows, t0):
-        k = len(best_norm)
-        reached = np.array([n < math.inf for n in best_norm])
-        lo, hi = bounds
-        pick = torch.tensor(reached, device=raw_m.device).view(-1, 1, 1, 1)
-        masks = self._squash(torch.where(pick, best_m, raw_m))[:, 0]
-        patterns = lo + (hi - lo) * self._squash(torch.where(pick, best_p, raw_p))
-        norms = masks.flatten(1).sum(1).double().cpu().numpy()
-        failed = np.array(flags["failed"])
-        norms[failed] = np.nan
+    def _finish(self, trig: Triggers) -> None:
+        norms, failed, reached = trig.norms, trig.failed, trig.reached
         if (~reached & ~failed).any():
             warnings.warn(
                 f"Neural Cleanse: classes {np.flatnonzero(~reached & ~failed).tolist()} never "
@@ -297,15 +181,14 @@ class NeuralCleanse:
                           f"after {self.max_resets} resets and were left out", AdvkitWarning,
                           stacklevel=3)
         for name, v in dict(
-            masks_=masks.detach(), patterns_=patterns.detach(), mask_norms_=norms,
+            masks_=trig.masks, patterns_=trig.patterns, mask_norms_=norms,
             anomaly_index_=anomaly_index(norms), flagged_=flag_classes(norms, self.threshold),
             margin_=decision_margin(norms, self.threshold),
-            success_=np.array(success), reached_=reached, epochs_=np.array(st["epochs"]),
-            resets_=np.array(st["resets"]), failed_=np.flatnonzero(failed), steps_=steps,
-            rows_=rows, n_classes_=k, seconds_=time.perf_counter() - t0,
+            success_=trig.success, reached_=reached, epochs_=trig.epochs,
+            resets_=trig.resets, failed_=np.flatnonzero(failed), steps_=trig.steps,
+            rows_=trig.rows, n_classes_=len(trig.classes), final_success_=trig.final_success,
         ).items():
             object.__setattr__(self, name, v)
-        return self
 
     # -- mitigation ----------------------------------------------------------------------------
     def trigger(self, cls: int, *, dilate: int = 0) -> ImageTrigger:
