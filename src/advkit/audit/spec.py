@@ -120,8 +120,7 @@ class AdaptSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    """``shards``: each shard-safe evasion attack's points in this many stages, merged into the
-    same record (parallel on Ray; ``advkit.audit.evasion_shards``); 1: one stage each."""
+    """``shards``: shard-safe evasion attacks' points in this many merged stages (for Ray)."""
 
     n_samples: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=256, ge=1)
