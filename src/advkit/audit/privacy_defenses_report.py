@@ -145,8 +145,9 @@ def _findings(key: str, r: dict, base: dict) -> list[Finding]:
             threat="extraction", scenario=sid, threat_tag=MITIGATES_EXTRACTION,
             why=(f"{key}: Copycat's fidelity at {r['budget']} queries is "
                  f"{r['fidelity'].value:.1%} against {base['fidelity'].value:.1%} without it"),
-            fix="none needed" if fell else "output hardening does not stop label-based "
-                "stealing; rate-limit and monitor queries"))
+            fix="none needed" if fell else "Copycat learns from labels alone, which "
+                "neither training defenses nor output hardening withhold; rate-limit and monitor "
+                "queries, watermark the model"))
     return out
 
 
