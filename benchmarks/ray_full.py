@@ -27,14 +27,28 @@ import time
 from pathlib import Path
 
 
-def _run(executor: str, base: Path, preset: str, quick: bool) -> tuple[float, dict, tuple]:
+def differences(a, b, path: str = "") -> list[str]:
+    """The paths at which two report documents differ (where a report diverges, not only if)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in (differences(a.get(k), b.get(k), f"{path}.{k}") if k in a and k in b
+                          else [f"{path}.{k} (only in {'local' if k in a else 'ray'})"])]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path} (lengths {len(a)} and {len(b)})"]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {str(a)[:60]} != {str(b)[:60]}"]
+
+
+def _run(executor: str, base: Path, preset: str, quick: bool,
+         spec_path: Path | None = None) -> tuple[float, dict, tuple]:
     from advkit.audit import presets, runner
     from advkit.audit.executors import get_executor
     from advkit.audit.spec import load_spec
     from advkit.report.json import report_dict
 
     os.environ["ADVKIT_CACHE_DIR"] = str(base / f"cache-{executor}")  # empty: everything trains
-    spec, sha = load_spec(presets.preset_path(preset, quick=quick))
+    spec, sha = load_spec(spec_path or presets.preset_path(preset, quick=quick))
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     rep = runner.run_audit(spec, out_dir=base / f"out-{executor}", spec_sha256=sha,
@@ -66,6 +80,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--preset", default="full", help="the preset to run (default: full)")
     ap.add_argument("--quick", action="store_true", help="its quick version")
+    ap.add_argument("--spec", type=Path, help="time this spec file instead of a preset")
     args = ap.parse_args()
     os.environ.setdefault("CI", "true")
     import torch
@@ -76,7 +91,7 @@ def main() -> None:
     runs = {}
     with tempfile.TemporaryDirectory(prefix="advkit-ray-bench-") as tmp:
         for ex in ("local", "ray"):  # each printed when done: a slow machine still shows one
-            runs[ex] = _run(ex, Path(tmp), args.preset, args.quick)
+            runs[ex] = _run(ex, Path(tmp), args.preset, args.quick, args.spec)
             w, doc, load = runs[ex]
             print(f"{ex}: {w:.1f} s (load average before {load[0][0]:.1f}, after "
                   f"{load[1][0]:.1f})", flush=True)
@@ -93,6 +108,9 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
     print(f"ray speed-up over local: {lw / rw:.2f}x")
     print(f"reports equal (run_independent): {same}")
+    diffs = differences(run_independent(ldoc), run_independent(rdoc))
+    for d in diffs[:30]:
+        print(f"  differs at {d}")
     print(f"\n{'stage':58s} {'local s':>8s} {'ray s':>8s}  deps")
     for sid, t in sorted(ltasks.items(), key=lambda kv: -kv[1]["seconds"]):
         r = rtasks.get(sid, {}).get("seconds")
@@ -108,7 +126,7 @@ def main() -> None:
     print(f"limit (infinitely many nodes): {lw / (serial + crit):.2f}x")
     out.update(local_s=lw, ray_s=rw, load_local=lload, load_ray=rload, equal=same,
                serial_s=serial, parallel_s=parallel, critical_path_s=crit, critical_path=chain,
-               predicted=pred, local_tasks=ltasks,
+               predicted=pred, local_tasks=ltasks, differences=diffs,
                ray_tasks={k: {"seconds": v["seconds"], "pid": v["pid"]} for k, v in rtasks.items()})
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

@@ -5,6 +5,7 @@ wherever they appear; image pixels become arrays."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -101,7 +102,21 @@ def without_keys(obj: Any, keys) -> Any:
     return obj
 
 
+# The same for the sections' tables: a column of wall-clock times (by its header: "seconds",
+# "inference s/point", "× undefended time", "training s", "defense time (s)", ...).
+TIME_COLUMN = re.compile(r"\btime\b|\bseconds?\b|\bs/point\b|\btraining s\b|\(s\)")
+
+
 def run_independent(doc: dict) -> dict:
-    """A report document (``report.json``) without ``RUN_VOLATILE``: what any run of the same
-    audit, local or on Ray, must equal."""
-    return without_keys(doc, RUN_VOLATILE)
+    """A report document (``report.json``) without ``RUN_VOLATILE`` and with the cells of its
+    tables' time columns blanked: what any run of the same audit, local or on Ray, must equal."""
+    out = without_keys(doc, RUN_VOLATILE)
+    for section in out.get("sections", []) if isinstance(out, dict) else []:
+        for table in section.get("tables", []) if isinstance(section, dict) else []:
+            cols = [i for i, c in enumerate(table.get("columns") or [])
+                    if isinstance(c, str) and TIME_COLUMN.search(c.lower())]
+            for row in table.get("rows") or []:
+                for i in cols:
+                    if isinstance(row, list) and i < len(row):
+                        row[i] = None
+    return out
