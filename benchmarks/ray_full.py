@@ -36,7 +36,8 @@ def differences(a, b, path: str = "") -> list[str]:
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{path} (lengths {len(a)} and {len(b)})"]
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{path}[{i}]")]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True))
+                for d in differences(x, y, f"{path}[{i}]")]
     return [] if a == b else [f"{path}: {str(a)[:60]} != {str(b)[:60]}"]
 
 
