@@ -112,6 +112,27 @@ def test_ray_report_equals_the_local_one(ray_instance, local_doc, tmp_path, monk
     assert f"stage {KILLED_STAGE}: done in" in log
 
 
+def test_the_quick_privacy_preset_on_ray_equals_the_local_run(ray_instance, tmp_path,
+                                                              monkeypatch):
+    """The privacy families keep per-run memos (the split, reference models, defended models) in
+    ``ctx.state``, which Ray workers do not share: the report must not depend on it."""
+    from advkit.audit import presets
+    from advkit.audit.spec import load_spec
+
+    monkeypatch.setenv("CI", "true")
+    spec, sha = load_spec(presets.preset_path("privacy", quick=True))
+    docs = {}
+    for ex, cache in (("local", tmp_path / "cache"), ("ray", ray_instance[1])):  # workers': theirs
+        monkeypatch.setenv("ADVKIT_CACHE_DIR", str(cache))
+        rep = runner.run_audit(spec, out_dir=tmp_path / ex, spec_sha256=sha, progress=False,
+                               executor=get_executor(ex))
+        docs[ex] = json.loads(json.dumps(report_dict(rep)))
+    assert run_independent(docs["ray"]) == run_independent(docs["local"])
+    ids = {s["id"] for s in docs["ray"]["scenarios"]}
+    assert {"privacy/membership/lira", "privacy_defenses/dp-sgd/membership/lira",
+            "extraction/copycat/queries=300"} <= ids
+
+
 def _kill_when_started(logs: Path, stage: str, killed: list, stop: threading.Event) -> None:
     """Watch the Ray workers' log files; SIGKILL the worker that logs ``stage``'s start (a worker
     serves many tasks, its file may hold an earlier audit's lines: a start not yet matched by
