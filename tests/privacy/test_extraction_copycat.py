@@ -101,3 +101,14 @@ def test_errors(digits):
     with pytest.raises(InvalidParameterError, match="strategy"):
         Copycat(strategy="smart")
     assert target.queries >= 0 and np.isfinite(target.queries)
+
+
+def test_a_natural_budget_above_the_training_inputs_is_refused_with_both_ways_out():
+    from advkit.audit.families.extraction import check_query_pool
+    from advkit.errors import AuditSpecError
+
+    check_query_pool("extraction", "x", {"strategy": "natural"}, 400, 400)  # exactly the pool
+    check_query_pool("extraction", "x", {"strategy": "random"}, 10**6, 400)  # drawn, not taken
+    with pytest.raises(AuditSpecError, match=r"extraction: x: the adaptive strategy .* 400 "
+                       r"training inputs; lower the queries to at most 400 or use strategy random"):
+        check_query_pool("extraction", "x", {"strategy": "adaptive"}, 401, 400)

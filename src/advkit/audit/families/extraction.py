@@ -132,6 +132,16 @@ def _refuse(what: str, kind: str, shown: str | None = None) -> AuditSpecError:
         f"attacks for it: {', '.join(FITS[kind])}")
 
 
+def check_query_pool(section: str, sid: str, params: dict, queries: int, pool: int) -> None:
+    """Copycat's natural and adaptive strategies draw their queries from the ``pool`` training
+    inputs: a budget above it is an AuditSpecError naming both ways out."""
+    strategy = params.get("strategy", "random")
+    if strategy != "random" and queries > pool:
+        raise AuditSpecError(
+            f"{section}: {sid}: the {strategy} strategy draws its queries from the {pool} "
+            f"training inputs; lower the queries to at most {pool} or use strategy random")
+
+
 @family
 class ExtractionFamily(Family):
     """Model extraction (AML.T0024.002 Extract ML Model)."""
@@ -191,13 +201,9 @@ class ExtractionFamily(Family):
             if sc.attack != "copycat" and not caps.probabilities:
                 raise AuditSpecError(f"extraction: {sc.attack} needs the target's probabilities "
                                      "and it answers labels only; use copycat")
-            p = sc.params["attack_params"]
-            if (sc.attack == "copycat" and p.get("strategy", "random") != "random"
-                    and sc.params["budget"] > pool):
-                raise AuditSpecError(
-                    f"extraction: {sc.id}: the {p['strategy']} strategy draws its queries from "
-                    f"the {pool} training inputs; lower the budget to at most {pool} or use "
-                    "strategy random")
+            if sc.attack == "copycat":
+                check_query_pool("extraction", sc.id, sc.params["attack_params"],
+                                 sc.params["budget"], pool)
         return plan
 
     def run(self, sc: Scenario, ctx: AuditContext, deps: dict[str, dict]) -> dict:

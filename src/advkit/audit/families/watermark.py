@@ -195,14 +195,12 @@ class WatermarkFamily(Family):
                 f"probability, (1/{c})^{wm.k} = {best:.2g}, is not below the threshold "
                 f"{wm.threshold:g}, so no model could ever be claimed; raise k to at least "
                 f"{need} or the threshold")
+        from advkit.audit.families.extraction import check_query_pool
+
         for sc in plan:
-            p = sc.params.get("removal_params", {})
-            if (sc.attack == "extract" and p.get("strategy", "random") != "random"
-                    and p["queries"] > pool):
-                raise AuditSpecError(
-                    f"watermark: {sc.id}: the {p['strategy']} strategy draws its queries from "
-                    f"the {pool} training inputs; lower queries to at most {pool} or use "
-                    "strategy random")
+            if sc.attack == "extract":
+                p = sc.params.get("removal_params", {})
+                check_query_pool("watermark", sc.id, p, p["queries"], pool)
         return plan
 
     def run(self, sc: Scenario, ctx: AuditContext, deps: dict[str, dict]) -> dict:
