@@ -28,6 +28,22 @@ class Entry(_Strict):
         return self.label or self.name
 
 
+def check_entries(entries: list, *, source: str, field: str, noun: str, known, check) -> None:
+    """Each entry of a spec list (``source.field``): a ``name`` among ``known`` (else an
+    AuditSpecError listing the ``noun``s), and ``check(entry)`` raising no AdvkitError (else an
+    AuditSpecError naming the entry)."""
+    from advkit.errors import AdvkitError, AuditSpecError, short
+
+    for i, e in enumerate(entries):
+        if e.name not in known:
+            raise AuditSpecError(f"{source}.{field}[{i}].name: unknown {noun} {short(e.name)}; "
+                                 f"{noun}s: {', '.join(known)}")
+        try:
+            check(e)
+        except AdvkitError as exc:
+            raise AuditSpecError(f"{source}.{field}[{i}] ({e.key}): {exc}") from None
+
+
 def require_distinct(keys: list[str], what: str) -> None:
     """ValueError (for a pydantic validator) when two entries of a section list share a key:
     the key names their stages."""

@@ -58,7 +58,7 @@ from pydantic import Field, model_validator
 
 from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
-from advkit.audit.spec_sections import Entry, _Strict, require_distinct
+from advkit.audit.spec_sections import Entry, _Strict, check_entries, require_distinct
 from advkit.errors import AdvkitError, AuditSpecError, short
 from advkit.threat_tags import MITIGATES_MEMBERSHIP
 
@@ -81,6 +81,16 @@ class PrivacyDefensesSpec(_Strict):
     def _distinct(self):
         require_distinct([d.key for d in self.defenses], "defenses")
         return self
+
+
+def _check_defense(d: PrivacyDefenseEntry) -> None:
+    """A defense entry's parameters: the output hardening built once, or the recipe changes."""
+    if d.name in OUTPUT:
+        from advkit import registry
+
+        registry.create(d.name, **d.params)
+    else:
+        _overrides(d)
 
 
 def _overrides(entry: PrivacyDefenseEntry) -> dict:
@@ -127,19 +137,8 @@ class PrivacyDefensesFamily(Family):
     def parse(self, data, *, source: str) -> PrivacyDefensesSpec:
         sec = validate_section(PrivacyDefensesSpec, data, source=source,
                                module="privacy_defenses", expected="'defenses'")
-        for i, d in enumerate(sec.defenses):
-            if d.name not in DEFENSES:
-                raise AuditSpecError(f"{source}.defenses[{i}].name: unknown privacy defense "
-                                     f"{short(d.name)}; privacy defenses: {', '.join(DEFENSES)}")
-            try:
-                if d.name in OUTPUT:
-                    from advkit import registry
-
-                    registry.create(d.name, **d.params)
-                else:
-                    _overrides(d)
-            except AdvkitError as exc:
-                raise AuditSpecError(f"{source}.defenses[{i}] ({d.key}): {exc}") from None
+        check_entries(sec.defenses, source=source, field="defenses", noun="privacy defense",
+                      known=DEFENSES, check=_check_defense)
         return sec
 
     def plan(self, spec) -> list[Scenario]:

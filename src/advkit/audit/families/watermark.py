@@ -48,7 +48,7 @@ from pydantic import Field, field_validator, model_validator
 
 from advkit.audit.families.base import AuditContext, Family, family, validate_section
 from advkit.audit.plan import Scenario
-from advkit.audit.spec_sections import Entry, _Strict, require_distinct
+from advkit.audit.spec_sections import Entry, _Strict, check_entries, require_distinct
 from advkit.errors import (
     AdvkitError,
     AuditSpecError,
@@ -136,14 +136,8 @@ class WatermarkFamily(Family):
             sec.watermark()
         except AdvkitError as exc:
             raise AuditSpecError(f"{source}: {exc}") from None
-        for i, r in enumerate(sec.removal):
-            if r.name not in REMOVALS:
-                raise AuditSpecError(f"{source}.removal[{i}].name: unknown removal attack "
-                                     f"{short(r.name)}; removal attacks: {', '.join(REMOVALS)}")
-            try:
-                removal_params(r)
-            except AdvkitError as exc:
-                raise AuditSpecError(f"{source}.removal[{i}] ({r.key}): {exc}") from None
+        check_entries(sec.removal, source=source, field="removal", noun="removal attack",
+                      known=REMOVALS, check=removal_params)
         return sec
 
     def plan(self, spec) -> list[Scenario]:
